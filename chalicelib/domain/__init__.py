@@ -1,0 +1,1 @@
+"""The refund domain: model, statuses and transitions, policy. Standard library only."""
