@@ -8,7 +8,7 @@ first rule that applies, in the order API.md fixes: X1, E1, E2, E3, S1, PR1, E4.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 
@@ -165,6 +165,26 @@ def _total(items: list[BreakdownItem]) -> int:
     return sum(item.amount for item in items)
 
 
+_NOTHING_LEFT = {
+    "used_units": (
+        "E2",
+        "What is left of the virtual goods is worth less than one fen, so they cannot be refunded.",
+    ),
+    "service_completed": (
+        "S1",
+        "What is left of the service is worth less than one fen, so nothing is left to refund.",
+    ),
+    "shipping_not_refunded": (
+        "PH1",
+        "Without a quality problem the shipping fee is not refunded, and it is everything "
+        "paid for this order.",
+    ),
+}
+"""The refusal when a policy deduction leaves nothing: the rule that made the deduction."""
+
+_DEFAULT_REASON_NOTE = " Quoted for the reason changed_mind, the default; pass reason= for another."
+
+
 def quote(
     order: Order,
     booking: OrderBooking,
@@ -178,13 +198,32 @@ def quote(
     """What a refund of ``order`` for ``reason`` would pay back, or which rule refuses it.
 
     ``own_refund_id`` names a refund whose booking on the order is its own (a create being
-    completed), so that it does not count against itself (E4).
+    completed), so that it does not count against itself (E4). ``reason_defaulted`` says the
+    caller gave no reason: every message, a refusal's too, then says so (API.md quote).
     """
+    result = _quote(order, booking, reason, gifts_returned, now, own_refund_id)
+    if reason_defaulted:
+        return replace(result, message=result.message + _DEFAULT_REASON_NOTE)
+    return result
+
+
+def _quote(
+    order: Order,
+    booking: OrderBooking,
+    reason: Reason,
+    gifts_returned: bool,
+    now: datetime,
+    own_refund_id: str | None,
+) -> Quote:
     refusal = _eligibility_refusal(order, reason, now)
     if refusal:
         return _refusal(order, reason, *refusal)
 
     items = _policy_breakdown(order, reason)
+    if len(items) > 1 and _total(items) <= 0:
+        # API.md: refundable exactly when amount > 0. Rounding down to the fen (V2, S1), or
+        # shipping that was all the user paid (PH1), can leave nothing: that is a refusal.
+        return _refusal(order, reason, *_NOTHING_LEFT[items[-1].item])
     gift_value = sum(gift.value for gift in order.gifts)
     if gift_value and not gifts_returned and not is_fast_track(order, reason):
         items.append(BreakdownItem("gift_not_returned", -min(gift_value, _total(items))))
@@ -211,8 +250,6 @@ def quote(
     message = f"Refundable: {amount} fen back."
     if needs_return:
         message += " The goods must be sent back first (PH1)."
-    if reason_defaulted:
-        message += " Quoted for the reason changed_mind, the default; pass reason= for another."
     return Quote(
         order_id=order.order_id,
         refundable=True,
@@ -233,7 +270,7 @@ MIN_DESCRIPTION_CHARS = 10
 
 def description_problem(description: str) -> str | None:
     """F3: why a description is not specific enough, in words the user can act on, or None."""
-    text = description.strip().lower()
+    text = description.strip().lower().replace("\u2019", "'")  # "doesn’t" as phones type it
     remainder = text
     for phrase in sorted(VAGUE_PHRASES, key=len, reverse=True):
         remainder = remainder.replace(phrase, " ")

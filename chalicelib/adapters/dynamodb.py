@@ -1,0 +1,662 @@
+"""DynamoDB through PynamoDB: the tables, their indexes, and the repositories over them.
+
+Access patterns (docs/access-patterns.md): every hot path is a key-value operation
+(GetItem, PutItem, UpdateItem); lists are Queries on indexes; nothing scans.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from pynamodb.attributes import (
+    BooleanAttribute,
+    ListAttribute,
+    MapAttribute,
+    NumberAttribute,
+    TTLAttribute,
+    UnicodeAttribute,
+    UTCDateTimeAttribute,
+    VersionAttribute,
+)
+from pynamodb.exceptions import PutError, UpdateError
+from pynamodb.expressions.update import Action as UpdateAction
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.models import Model
+
+from chalicelib.domain.model import (
+    Action,
+    Evidence,
+    EvidenceKind,
+    Gift,
+    HistoryEntry,
+    Message,
+    Order,
+    OrderBooking,
+    OrderKind,
+    OrderStatus,
+    PaymentChannel,
+    PayoutChannel,
+    PlatformFault,
+    Reason,
+    Refund,
+    RefundStatus,
+    Usage,
+)
+from chalicelib.service.exceptions import Conflict, IdempotencyKeyInFlight
+from chalicelib.service.ports import IdempotencyRecord, Page, StoredOrder
+from chalicelib.settings import Settings
+
+__all__ = [
+    "MODELS",
+    "DynamoIdempotencyStore",
+    "DynamoMessageLog",
+    "DynamoOrderRepository",
+    "DynamoRefundRepository",
+    "IdempotencyModel",
+    "MessageModel",
+    "OrderModel",
+    "RefundModel",
+    "bind_models",
+    "create_tables",
+]
+
+CONDITION_FAILED = "ConditionalCheckFailedException"
+_M = TypeVar("_M", bound=Model)
+
+
+def _lost_condition(error: PutError | UpdateError) -> bool:
+    return error.cause_response_code == CONDITION_FAILED
+
+
+def _get(model: type[_M], key: str) -> _M | None:
+    """One strongly consistent GetItem: a write is visible to the next read."""
+    try:
+        return model.get(key, consistent_read=True)
+    except model.DoesNotExist:
+        return None
+
+
+class UsageAttribute(MapAttribute[str, Any]):
+    total_units = NumberAttribute()
+    used_units = NumberAttribute()
+
+
+class GiftAttribute(MapAttribute[str, Any]):
+    sku = UnicodeAttribute()
+    title = UnicodeAttribute()
+    value = NumberAttribute()
+
+
+class OrderAttribute(MapAttribute[str, Any]):
+    """An order as the order system sent it; also a refund's snapshot of its order (O1)."""
+
+    order_id = UnicodeAttribute()
+    user_id = UnicodeAttribute()
+    kind = UnicodeAttribute()
+    sku = UnicodeAttribute()
+    title = UnicodeAttribute()
+    category = UnicodeAttribute()
+    list_price = NumberAttribute()
+    paid_amount = NumberAttribute()
+    shipping_fee = NumberAttribute()
+    currency = UnicodeAttribute()
+    payment_channel = UnicodeAttribute()
+    channel_trade_no = UnicodeAttribute(null=True)
+    paid_at = UTCDateTimeAttribute()
+    refund_deadline = UTCDateTimeAttribute()
+    status = UnicodeAttribute()
+    usage = UsageAttribute(null=True)
+    service_completion = UnicodeAttribute()
+    customized = BooleanAttribute()
+    gifts = ListAttribute(of=GiftAttribute)
+    platform_fault = UnicodeAttribute(null=True)
+    version = NumberAttribute(null=True)
+
+    @classmethod
+    def from_order(cls, order: Order) -> OrderAttribute:
+        usage = order.usage
+        return cls(
+            order_id=order.order_id,
+            user_id=order.user_id,
+            kind=order.kind.value,
+            sku=order.sku,
+            title=order.title,
+            category=order.category,
+            list_price=order.list_price,
+            paid_amount=order.paid_amount,
+            shipping_fee=order.shipping_fee,
+            currency=order.currency,
+            payment_channel=order.payment_channel.value,
+            channel_trade_no=order.channel_trade_no,
+            paid_at=order.paid_at,
+            refund_deadline=order.refund_deadline,
+            status=order.status.value,
+            usage=UsageAttribute(total_units=usage.total_units, used_units=usage.used_units)
+            if usage
+            else None,
+            service_completion=str(order.service_completion),
+            customized=order.customized,
+            gifts=[GiftAttribute(sku=g.sku, title=g.title, value=g.value) for g in order.gifts],
+            platform_fault=order.platform_fault.value if order.platform_fault else None,
+            version=order.version,
+        )
+
+    def to_order(self) -> Order:
+        usage = self.usage
+        return Order(
+            order_id=self.order_id,
+            user_id=self.user_id,
+            kind=OrderKind(self.kind),
+            sku=self.sku,
+            title=self.title,
+            category=self.category,
+            list_price=int(self.list_price),
+            paid_amount=int(self.paid_amount),
+            shipping_fee=int(self.shipping_fee),
+            currency=self.currency,
+            payment_channel=PaymentChannel(self.payment_channel),
+            channel_trade_no=self.channel_trade_no,
+            paid_at=self.paid_at,
+            refund_deadline=self.refund_deadline,
+            status=OrderStatus(self.status),
+            usage=Usage(int(usage.total_units), int(usage.used_units)) if usage else None,
+            service_completion=Decimal(self.service_completion),
+            customized=self.customized,
+            gifts=tuple(Gift(g.sku, g.title, int(g.value)) for g in self.gifts or ()),
+            platform_fault=PlatformFault(self.platform_fault) if self.platform_fault else None,
+            version=int(self.version) if self.version is not None else None,
+        )
+
+
+class OrderModel(Model):
+    """An order and what it has given back: refunded total and its one open refund (E4)."""
+
+    class Meta:
+        table_name = "orders"
+        billing_mode = "PAY_PER_REQUEST"
+
+    order_id = UnicodeAttribute(hash_key=True)
+    order = OrderAttribute()
+    order_version = NumberAttribute(null=True)
+    refunded_total = NumberAttribute(default=0)
+    open_refund_id = UnicodeAttribute(null=True)
+    open_refund_amount = NumberAttribute(null=True)
+    open_refund_booked_at = UTCDateTimeAttribute(null=True)
+
+    def to_stored(self) -> StoredOrder:
+        return StoredOrder(
+            order=self.order.to_order(),
+            booking=OrderBooking(
+                refunded_total=int(self.refunded_total or 0),
+                open_refund_id=self.open_refund_id,
+                open_refund_amount=int(self.open_refund_amount or 0),
+            ),
+            booked_at=self.open_refund_booked_at,
+        )
+
+
+class EvidenceAttribute(MapAttribute[str, Any]):
+    evidence_id = UnicodeAttribute()
+    kind = UnicodeAttribute()
+    content_type = UnicodeAttribute()
+    size = NumberAttribute()
+    created_at = UTCDateTimeAttribute()
+    uploaded = BooleanAttribute()
+    problem = UnicodeAttribute(null=True)
+    checked_etag = UnicodeAttribute(null=True)
+
+
+class HistoryAttribute(MapAttribute[str, Any]):
+    at = UTCDateTimeAttribute()
+    actor = UnicodeAttribute()
+    action = UnicodeAttribute()
+    from_status = UnicodeAttribute(null=True)
+    to_status = UnicodeAttribute(null=True)
+    note = UnicodeAttribute(null=True)
+    rule = UnicodeAttribute(null=True)
+
+
+class MessageAttribute(MapAttribute[str, Any]):
+    message_id = UnicodeAttribute()
+    at = UTCDateTimeAttribute()
+    author_role = UnicodeAttribute()
+    author = UnicodeAttribute()
+    body = UnicodeAttribute()
+
+
+class UserRefundsIndex(GlobalSecondaryIndex["RefundModel"]):
+    """A user's refunds, newest first (refund ids are time-ordered)."""
+
+    class Meta:
+        index_name = "by_user"
+        projection = AllProjection()
+
+    user_id = UnicodeAttribute(hash_key=True)
+    refund_id = UnicodeAttribute(range_key=True)
+
+
+class UserStatusRefundsIndex(GlobalSecondaryIndex["RefundModel"]):
+    """A user's refunds in one status, newest first: exact pages for ``?status=``."""
+
+    class Meta:
+        index_name = "by_user_status"
+        projection = AllProjection()
+
+    user_status = UnicodeAttribute(hash_key=True)
+    refund_id = UnicodeAttribute(range_key=True)
+
+
+class QueueIndex(GlobalSecondaryIndex["RefundModel"]):
+    """The CS queue of one status: highest escalation, then earliest due, then id."""
+
+    class Meta:
+        index_name = "by_status_queue"
+        projection = AllProjection()
+
+    status = UnicodeAttribute(hash_key=True)
+    queue_rank = UnicodeAttribute(range_key=True)
+
+
+class RefundModel(Model):
+    """A refund with its history, evidence slots and latest messages: one item, one write."""
+
+    class Meta:
+        table_name = "refunds"
+        billing_mode = "PAY_PER_REQUEST"
+
+    refund_id = UnicodeAttribute(hash_key=True)
+    user_id = UnicodeAttribute()
+    status = UnicodeAttribute()
+    user_status = UnicodeAttribute()
+    queue_rank = UnicodeAttribute()
+    order = OrderAttribute()
+    reason = UnicodeAttribute()
+    description = UnicodeAttribute()
+    amount = NumberAttribute()
+    approved_amount = NumberAttribute(null=True)
+    payout_channel = UnicodeAttribute()
+    channel = UnicodeAttribute()
+    gifts_returned = BooleanAttribute()
+    fast_track = BooleanAttribute()
+    needs_return = BooleanAttribute()
+    escalation_level = NumberAttribute()
+    review_due_at = UTCDateTimeAttribute(null=True)
+    payout_due_at = UTCDateTimeAttribute(null=True)
+    assignee = UnicodeAttribute(null=True)
+    created_at = UTCDateTimeAttribute()
+    updated_at = UTCDateTimeAttribute()
+    evidence = ListAttribute(of=EvidenceAttribute)
+    history = ListAttribute(of=HistoryAttribute)
+    messages = ListAttribute(of=MessageAttribute)
+    created_state = UnicodeAttribute(null=True)
+    """The item as its create wrote it, so an idempotent replay answers exactly the same."""
+    version = VersionAttribute()
+
+    by_user = UserRefundsIndex()
+    by_user_status = UserStatusRefundsIndex()
+    by_status_queue = QueueIndex()
+
+    @classmethod
+    def from_refund(cls, refund: Refund) -> RefundModel:
+        due = refund.review_due_at or refund.payout_due_at
+        item = cls(
+            refund_id=refund.refund_id,
+            user_id=refund.user_id,
+            status=refund.status.value,
+            user_status=f"{refund.user_id}#{refund.status.value}",
+            queue_rank="#".join(
+                (
+                    str(2 - refund.escalation_level),
+                    due.isoformat() if due else "~",
+                    refund.refund_id,
+                )
+            ),
+            order=OrderAttribute.from_order(refund.order),
+            reason=refund.reason.value,
+            description=refund.description,
+            amount=refund.amount,
+            approved_amount=refund.approved_amount,
+            payout_channel=refund.payout_channel.value,
+            channel=refund.channel.value,
+            gifts_returned=refund.gifts_returned,
+            fast_track=refund.fast_track,
+            needs_return=refund.needs_return,
+            escalation_level=refund.escalation_level,
+            review_due_at=refund.review_due_at,
+            payout_due_at=refund.payout_due_at,
+            assignee=refund.assignee,
+            created_at=refund.created_at,
+            updated_at=refund.updated_at,
+            evidence=[
+                EvidenceAttribute(
+                    evidence_id=e.evidence_id,
+                    kind=e.kind.value,
+                    content_type=e.content_type,
+                    size=e.size,
+                    created_at=e.created_at,
+                    uploaded=e.uploaded,
+                    problem=e.problem,
+                    checked_etag=e.checked_etag,
+                )
+                for e in refund.evidence
+            ],
+            history=[
+                HistoryAttribute(
+                    at=h.at,
+                    actor=h.actor,
+                    action=h.action.value,
+                    from_status=h.from_status.value if h.from_status else None,
+                    to_status=h.to_status.value if h.to_status else None,
+                    note=h.note,
+                    rule=h.rule,
+                )
+                for h in refund.history
+            ],
+            messages=[
+                MessageAttribute(
+                    message_id=m.message_id,
+                    at=m.at,
+                    author_role=m.author_role,
+                    author=m.author,
+                    body=m.body,
+                )
+                for m in refund.messages
+            ],
+        )
+        if refund.version:
+            item.version = refund.version
+        return item
+
+    def to_refund(self) -> Refund:
+        return Refund(
+            refund_id=self.refund_id,
+            order=self.order.to_order(),
+            status=RefundStatus(self.status),
+            reason=Reason(self.reason),
+            description=self.description,
+            amount=int(self.amount),
+            approved_amount=int(self.approved_amount) if self.approved_amount is not None else None,
+            payout_channel=PayoutChannel(self.payout_channel),
+            channel=PaymentChannel(self.channel),
+            gifts_returned=self.gifts_returned,
+            fast_track=self.fast_track,
+            needs_return=self.needs_return,
+            escalation_level=int(self.escalation_level),
+            review_due_at=self.review_due_at,
+            payout_due_at=self.payout_due_at,
+            assignee=self.assignee,
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+            evidence=[
+                Evidence(
+                    evidence_id=e.evidence_id,
+                    kind=EvidenceKind(e.kind),
+                    content_type=e.content_type,
+                    size=int(e.size),
+                    created_at=e.created_at,
+                    uploaded=e.uploaded,
+                    problem=e.problem,
+                    checked_etag=e.checked_etag,
+                )
+                for e in self.evidence or ()
+            ],
+            history=[
+                HistoryEntry(
+                    at=h.at,
+                    actor=h.actor,
+                    action=Action(h.action),
+                    from_status=RefundStatus(h.from_status) if h.from_status else None,
+                    to_status=RefundStatus(h.to_status) if h.to_status else None,
+                    note=h.note,
+                    rule=h.rule,
+                )
+                for h in self.history or ()
+            ],
+            messages=[
+                Message(m.message_id, m.at, m.author_role, m.author, m.body)
+                for m in self.messages or ()
+            ],
+            version=int(self.version or 0),
+        )
+
+
+class MessageModel(Model):
+    """Every message on a refund, kept for good (O5); ids are time-ordered."""
+
+    class Meta:
+        table_name = "messages"
+        billing_mode = "PAY_PER_REQUEST"
+
+    refund_id = UnicodeAttribute(hash_key=True)
+    message_id = UnicodeAttribute(range_key=True)
+    at = UTCDateTimeAttribute()
+    author_role = UnicodeAttribute()
+    author = UnicodeAttribute()
+    body = UnicodeAttribute()
+
+
+class IdempotencyModel(Model):
+    """An Idempotency-Key of one caller: its body's fingerprint, lease and first answer."""
+
+    class Meta:
+        table_name = "idempotency"
+        billing_mode = "PAY_PER_REQUEST"
+
+    scope_key = UnicodeAttribute(hash_key=True)
+    fingerprint = UnicodeAttribute()
+    refund_id = UnicodeAttribute()
+    lease_until = UTCDateTimeAttribute()
+    expires_at = TTLAttribute()
+    status_code = NumberAttribute(null=True)
+    body = UnicodeAttribute(null=True)
+
+    def to_record(self) -> IdempotencyRecord:
+        return IdempotencyRecord(
+            scope_key=self.scope_key,
+            fingerprint=self.fingerprint,
+            refund_id=self.refund_id,
+            lease_until=self.lease_until,
+            expires_at=self.expires_at,
+            status_code=int(self.status_code) if self.status_code is not None else None,
+            body=self.body,
+        )
+
+
+MODELS: tuple[type[Model], ...] = (OrderModel, RefundModel, MessageModel, IdempotencyModel)
+
+
+def bind_models(settings: Settings) -> None:
+    """Point the models at the stage's tables and endpoint (moto in tests and locally)."""
+    names = {
+        OrderModel: settings.orders_table,
+        RefundModel: settings.refunds_table,
+        MessageModel: settings.messages_table,
+        IdempotencyModel: settings.idempotency_table,
+    }
+    for model, table_name in names.items():
+        model.Meta.table_name = table_name
+        model.Meta.region = settings.region
+        model.Meta.host = settings.aws_endpoint_url
+        model._connection = None
+
+
+def create_tables() -> None:
+    """Create the bound tables (the local stack and tests; deployed stages use infra/)."""
+    for model in MODELS:
+        if not model.exists():
+            model.create_table(wait=True)
+
+
+class DynamoOrderRepository:
+    def get(self, order_id: str) -> StoredOrder | None:
+        item = _get(OrderModel, order_id)
+        return item.to_stored() if item else None
+
+    def upsert(self, order: Order) -> StoredOrder:
+        model = OrderModel
+        condition = model.order_id.does_not_exist() | model.order_version.does_not_exist()
+        actions: list[UpdateAction] = [
+            model.order.set(OrderAttribute.from_order(order)),
+            model.refunded_total.add(0),
+        ]
+        if order.version is not None:
+            condition = condition | (model.order_version <= order.version)
+            actions.append(model.order_version.set(order.version))
+        item = model(order.order_id)
+        try:
+            item.update(actions=actions, condition=condition)
+        except UpdateError as error:
+            if not _lost_condition(error):
+                raise
+            stored = self.get(order.order_id)
+            if stored is None:
+                raise
+            return stored
+        return item.to_stored()
+
+    def book_refund(
+        self, order_id: str, refund_id: str, amount: int, seen: OrderBooking, at: datetime
+    ) -> None:
+        model = OrderModel
+        condition = (model.refunded_total == seen.refunded_total) & (
+            model.open_refund_id.does_not_exist()
+        )
+        try:
+            model(order_id).update(
+                actions=[
+                    model.open_refund_id.set(refund_id),
+                    model.open_refund_amount.set(amount),
+                    model.open_refund_booked_at.set(at),
+                ],
+                condition=condition,
+            )
+        except UpdateError as error:
+            if _lost_condition(error):
+                raise Conflict("a refund for this order is already open", rule="E4") from error
+            raise
+
+    def settle_refund(self, order_id: str, refund_id: str, paid_amount: int) -> None:
+        model = OrderModel
+        try:
+            model(order_id).update(
+                actions=[
+                    model.refunded_total.add(paid_amount),
+                    model.open_refund_id.remove(),
+                    model.open_refund_amount.remove(),
+                    model.open_refund_booked_at.remove(),
+                ],
+                condition=model.open_refund_id == refund_id,
+            )
+        except UpdateError as error:
+            if not _lost_condition(error):
+                raise
+
+
+class DynamoRefundRepository:
+    def get(self, refund_id: str) -> Refund | None:
+        item = _get(RefundModel, refund_id)
+        return item.to_refund() if item else None
+
+    def get_as_created(self, refund_id: str) -> Refund | None:
+        item = _get(RefundModel, refund_id)
+        if item is None or item.created_state is None:
+            return None
+        return RefundModel.from_raw_data(json.loads(item.created_state)).to_refund()
+
+    def add(self, refund: Refund) -> None:
+        item = RefundModel.from_refund(refund)
+        item.created_state = json.dumps(item.serialize())
+        try:
+            item.save(condition=RefundModel.refund_id.does_not_exist())
+        except PutError as error:
+            if _lost_condition(error):
+                raise Conflict(f"refund {refund.refund_id} exists") from error
+            raise
+        refund.version = int(item.version or 0)
+
+    def save(self, refund: Refund) -> None:
+        item = RefundModel.from_refund(refund)
+        try:
+            item.save(add_version_condition=True)
+        except PutError as error:
+            if _lost_condition(error):
+                raise Conflict("the refund was changed by another request; retry") from error
+            raise
+        refund.version = int(item.version or 0)
+
+    def list_for_user(
+        self, user_id: str, status: RefundStatus | None, limit: int, cursor: str | None
+    ) -> Page:
+        before = RefundModel.refund_id < cursor if cursor else None
+        if status is None:
+            results = RefundModel.by_user.query(
+                user_id, before, scan_index_forward=False, limit=limit + 1
+            )
+        else:
+            results = RefundModel.by_user_status.query(
+                f"{user_id}#{status.value}", before, scan_index_forward=False, limit=limit + 1
+            )
+        items = [item.to_refund() for item in results]
+        more = len(items) > limit
+        items = items[:limit]
+        return Page(items=items, next_cursor=items[-1].refund_id if more else None)
+
+
+class DynamoMessageLog:
+    def append(self, refund_id: str, message: Message) -> None:
+        MessageModel(
+            refund_id,
+            message.message_id,
+            at=message.at,
+            author_role=message.author_role,
+            author=message.author,
+            body=message.body,
+        ).save()
+
+
+class DynamoIdempotencyStore:
+    def claim(self, record: IdempotencyRecord, now: datetime) -> IdempotencyRecord | None:
+        item = IdempotencyModel(
+            record.scope_key,
+            fingerprint=record.fingerprint,
+            refund_id=record.refund_id,
+            lease_until=record.lease_until,
+            expires_at=record.expires_at,
+        )
+        # A key past its keeping time counts as unused even before DynamoDB's TTL removes it.
+        condition = IdempotencyModel.scope_key.does_not_exist() | (
+            IdempotencyModel.expires_at < now
+        )
+        try:
+            item.save(condition=condition)
+        except PutError as error:
+            if not _lost_condition(error):
+                raise
+            held = _get(IdempotencyModel, record.scope_key)
+            if held is None:
+                raise IdempotencyKeyInFlight() from error
+            return held.to_record()
+        return None
+
+    def take_over(self, record: IdempotencyRecord, lease_until: datetime) -> None:
+        model = IdempotencyModel
+        try:
+            model(record.scope_key).update(
+                actions=[model.lease_until.set(lease_until)],
+                condition=(model.lease_until == record.lease_until) & model.body.does_not_exist(),
+            )
+        except UpdateError as error:
+            if _lost_condition(error):
+                raise IdempotencyKeyInFlight() from error
+            raise
+
+    def finish(self, scope_key: str, status_code: int, body: str) -> None:
+        model = IdempotencyModel
+        model(scope_key).update(actions=[model.status_code.set(status_code), model.body.set(body)])
+
+    def release(self, scope_key: str, now: datetime) -> None:
+        model = IdempotencyModel
+        model(scope_key).update(actions=[model.lease_until.set(now)])

@@ -1,0 +1,76 @@
+"""Evidence in S3: presigned POST uploads and the server-side look at what was uploaded."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from chalicelib.domain.evidence import HEAD_BYTES
+from chalicelib.service.ports import PresignedUpload, StoredObject
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ["S3EvidenceStore"]
+
+_TOTAL_SIZE = re.compile(r"/(\d+)$")
+
+
+class S3EvidenceStore:
+    """Evidence objects in one private bucket; the S3 client is made on first use."""
+
+    def __init__(
+        self,
+        bucket: str,
+        client_factory: Callable[[], Any],
+        wall_now: Callable[[], datetime],
+    ) -> None:
+        self._bucket = bucket
+        self._client_factory = client_factory
+        self._wall_now = wall_now
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = self._client_factory()
+        return self._client
+
+    def presign_upload(
+        self, key: str, content_type: str, max_size: int, expires_at: datetime
+    ) -> PresignedUpload:
+        """A SigV4 presigned POST allowing only ``key``, ``content_type`` and up to ``max_size``."""
+        expires_in = max(1, int((expires_at - self._wall_now()).total_seconds()))
+        post = self.client.generate_presigned_post(
+            Bucket=self._bucket,
+            Key=key,
+            Fields={"Content-Type": content_type},
+            Conditions=[
+                {"Content-Type": content_type},
+                ["content-length-range", 1, max_size],
+            ],
+            ExpiresIn=expires_in,
+        )
+        return PresignedUpload(url=post["url"], fields=dict(post["fields"]), expires_at=expires_at)
+
+    def inspect(self, key: str) -> StoredObject | None:
+        """One ranged GET: the first bytes, the ETag, and the real size from Content-Range."""
+        errors = self.client.exceptions
+        try:
+            answer = self.client.get_object(
+                Bucket=self._bucket, Key=key, Range=f"bytes=0-{HEAD_BYTES - 1}"
+            )
+        except errors.NoSuchKey:
+            return None
+        except errors.ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "InvalidRange":
+                raise
+            # Only an empty object has no byte 0.
+            head = self.client.head_object(Bucket=self._bucket, Key=key)
+            return StoredObject(size=int(head["ContentLength"]), etag=head["ETag"], head=b"")
+        with answer["Body"] as body:
+            head_bytes = body.read()
+        match = _TOTAL_SIZE.search(answer.get("ContentRange") or "")
+        size = int(match.group(1)) if match else int(answer["ContentLength"])
+        return StoredObject(size=size, etag=answer["ETag"], head=head_bytes)

@@ -1,0 +1,118 @@
+"""The error envelope of API.md, and the one place that maps exceptions to HTTP statuses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from chalicelib.adapters.exceptions import InvalidToken
+from chalicelib.domain.exceptions import (
+    EvidenceSlotsFull,
+    InvalidTransition,
+    MissingEvidence,
+    NotRefundable,
+)
+from chalicelib.service.exceptions import Conflict, IdempotencyKeyReused, NotFound
+
+__all__ = [
+    "ApiError",
+    "ErrorAnswer",
+    "Forbidden",
+    "IdempotencyKeyMissing",
+    "InvalidRequest",
+    "MethodNotAllowed",
+    "PayloadTooLarge",
+    "RouteNotFound",
+    "envelope",
+    "error_answer",
+]
+
+
+class ApiError(Exception):
+    """An error that belongs to the HTTP edge itself."""
+
+    status = 400
+    code = "invalid_request"
+
+    def __init__(self, message: str, details: list[dict[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or []
+
+
+class InvalidRequest(ApiError):
+    """Malformed JSON, unknown or missing fields, wrong types, bad query parameters."""
+
+
+class IdempotencyKeyMissing(ApiError):
+    """A create without its Idempotency-Key header."""
+
+    code = "idempotency_key_missing"
+
+
+class Forbidden(ApiError):
+    """A valid token without the role the route needs."""
+
+    status = 403
+    code = "forbidden"
+
+
+class PayloadTooLarge(ApiError):
+    """A body over the 64 KiB the API accepts."""
+
+    status = 413
+    code = "payload_too_large"
+
+
+class RouteNotFound(ApiError):
+    """No route at this path."""
+
+    status = 404
+    code = "not_found"
+
+
+class MethodNotAllowed(ApiError):
+    """A known path asked with a method it does not serve."""
+
+    status = 405
+    code = "method_not_allowed"
+
+
+@dataclass(frozen=True)
+class ErrorAnswer:
+    status: int
+    body: dict[str, Any]
+
+
+def envelope(
+    code: str, message: str, rule: str | None = None, details: list[Any] | None = None
+) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "rule": rule, "details": details or []}}
+
+
+def error_answer(error: Exception) -> ErrorAnswer | None:
+    """The status and envelope for a known error; None for a fault (a 500)."""
+    match error:
+        case ApiError():
+            return ErrorAnswer(
+                error.status, envelope(error.code, error.message, None, error.details)
+            )
+        case InvalidToken():
+            return ErrorAnswer(401, envelope("unauthenticated", str(error)))
+        case NotFound():
+            return ErrorAnswer(404, envelope("not_found", str(error)))
+        case Conflict():
+            return ErrorAnswer(409, envelope("conflict", error.message, error.rule))
+        case InvalidTransition() | EvidenceSlotsFull():
+            return ErrorAnswer(409, envelope("conflict", str(error)))
+        case NotRefundable():
+            return ErrorAnswer(422, envelope("not_refundable", error.message, error.rule))
+        case MissingEvidence():
+            details = [
+                {"field": "evidence", "kind": kind, "problem": f"no uploaded {kind} yet"}
+                for kind in error.missing
+            ]
+            return ErrorAnswer(422, envelope("missing_evidence", str(error), "F2", details))
+        case IdempotencyKeyReused():
+            return ErrorAnswer(422, envelope("idempotency_key_reused", str(error)))
+    return None

@@ -1,0 +1,293 @@
+"""Routes with their contract: auth, role, body size, validation, errors, in API.md's order.
+
+Each route is declared once with ``Router.route``: the same declaration registers the
+Chalice view and describes the route in the OpenAPI document. The wrapper around every view
+runs the checks in the order API.md fixes (401, 403, 413, 400, then the view's own 404, 409,
+422) and turns every exception into the error envelope, so nothing reaches Chalice's own
+error handling and no stack trace leaves the process.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from chalice.app import Chalice, Request, Response
+from pydantic import BaseModel, ValidationError
+
+from chalicelib.adapters.auth import Principal, TokenVerifier, parse_bearer
+
+from .errors import Forbidden, InvalidRequest, PayloadTooLarge, envelope, error_answer
+
+__all__ = [
+    "MAX_BODY_BYTES",
+    "Access",
+    "Call",
+    "Reply",
+    "RouteSpec",
+    "Router",
+    "json_response",
+    "logger",
+    "request_context",
+]
+
+MAX_BODY_BYTES = 64 * 1024
+REQUEST_ID = ContextVar("request_id", default="")
+_CALLER_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+JSON = "application/json"
+
+logger = Logger(service="refunds")
+
+
+class Access(Enum):
+    """Who may call a route (API.md, Authentication and roles)."""
+
+    PUBLIC = frozenset[str]()
+    USER = frozenset({"*"})
+    CS = frozenset({"cs-agent", "cs-senior"})
+    ORDER_SERVICE = frozenset({"order-service"})
+
+
+@dataclass(frozen=True)
+class Call:
+    """One validated request, as a view sees it."""
+
+    principal: Principal | None
+    body: Any
+    query: Any
+    headers: Mapping[str, str]
+    raw_body: bytes
+
+    @property
+    def user_id(self) -> str:
+        if self.principal is None:
+            raise RuntimeError("route declared public reads a user")
+        return self.principal.user_id
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A view's answer: a response model, or JSON already rendered (idempotent replays)."""
+
+    body: BaseModel | str
+    status: int | None = None
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    path: str
+    method: str
+    name: str
+    summary: str
+    access: Access
+    status: int
+    response: type[BaseModel]
+    body: type[BaseModel] | None = None
+    body_required: bool = True
+    query: type[BaseModel] | None = None
+    errors: tuple[int, ...] = ()
+    headers: tuple[str, ...] = field(default=())
+
+
+def json_response(
+    status: int, body: str | dict[str, Any], headers: dict[str, str] | None = None
+) -> Response:
+    """A JSON answer; Chinese text goes out as UTF-8, not as escapes."""
+    text = body if isinstance(body, str) else json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    return Response(
+        body=text, status_code=status, headers={"Content-Type": JSON, **(headers or {})}
+    )
+
+
+def _error_response(error: Exception) -> Response:
+    answer = error_answer(error)
+    if answer is None:
+        logger.exception("unexpected fault")
+        return json_response(500, envelope("internal_error", "an unexpected fault; it was logged"))
+    return json_response(answer.status, answer.body)
+
+
+def _bytes(raw: str | bytes | None) -> bytes:
+    if raw is None:
+        return b""
+    return raw.encode() if isinstance(raw, str) else raw
+
+
+def _validation_details(error: ValidationError) -> list[dict[str, str]]:
+    details = []
+    for problem in error.errors(include_url=False):
+        where = ".".join(str(part) for part in problem["loc"]) or "body"
+        kind = problem["type"]
+        text = {
+            "missing": "required",
+            "extra_forbidden": "unknown field",
+            "json_invalid": "malformed JSON: " + str(problem.get("ctx", {}).get("error", "")),
+        }.get(kind, problem["msg"])
+        details.append({"field": where, "problem": text})
+    return details
+
+
+def _parse_body(model: type[BaseModel] | None, raw: bytes, required: bool) -> Any:
+    if not raw.strip():
+        if model is not None and required:
+            raise InvalidRequest(
+                "a JSON body is required", [{"field": "body", "problem": "required"}]
+            )
+        return None
+    if model is None:
+        raise InvalidRequest(
+            "this route takes no body", [{"field": "body", "problem": "unexpected"}]
+        )
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as error:
+        raise InvalidRequest("the body is not valid", _validation_details(error)) from error
+
+
+def _parse_query(model: type[BaseModel] | None, request: Request) -> Any:
+    params = request.query_params
+    values: dict[str, str] = {}
+    if params:
+        for name in params:
+            given = params.getlist(name)
+            if len(given) > 1:
+                raise InvalidRequest(
+                    "a query parameter was given twice", [{"field": name, "problem": "repeated"}]
+                )
+            values[name] = given[0]
+    if model is None:
+        if values:
+            details = [{"field": name, "problem": "unknown parameter"} for name in values]
+            raise InvalidRequest("this route takes no query parameters", details)
+        return None
+    try:
+        return model.model_validate(values)
+    except ValidationError as error:
+        details = _validation_details(error)
+        for item in details:
+            if item["problem"] == "unknown field":
+                item["problem"] = "unknown parameter"
+        raise InvalidRequest("the query parameters are not valid", details) from error
+
+
+def _authorize(access: Access, request: Request, verifier: TokenVerifier) -> Principal | None:
+    if access is Access.PUBLIC:
+        return None
+    principal = verifier.verify(parse_bearer(request.headers.get("authorization")))
+    if access is not Access.USER and not principal.has_any(*access.value):
+        raise Forbidden("this route needs the role " + " or ".join(sorted(access.value)))
+    return principal
+
+
+class Router:
+    """Declares routes on a Chalice app and keeps their specs for the OpenAPI document."""
+
+    def __init__(self, app: Chalice, verifier: Callable[[], TokenVerifier]) -> None:
+        self._app = app
+        self._verifier = verifier
+        self.specs: list[RouteSpec] = []
+
+    def route(
+        self,
+        path: str,
+        method: str,
+        *,
+        response: type[BaseModel],
+        summary: str,
+        access: Access = Access.USER,
+        status: int = 200,
+        body: type[BaseModel] | None = None,
+        body_required: bool = True,
+        query: type[BaseModel] | None = None,
+        errors: tuple[int, ...] = (),
+        headers: tuple[str, ...] = (),
+    ) -> Callable[[Callable[..., Reply | BaseModel]], Callable[..., Response]]:
+        def register(view: Callable[..., Reply | BaseModel]) -> Callable[..., Response]:
+            spec = RouteSpec(
+                path,
+                method,
+                view.__name__,
+                summary,
+                access,
+                status,
+                response,
+                body,
+                body_required,
+                query,
+                errors,
+                headers,
+            )
+            self.specs.append(spec)
+
+            @functools.wraps(view)
+            def handle(**path_params: str) -> Response:
+                request = self._app.current_request
+                try:
+                    if request is None:
+                        raise RuntimeError("no current request")
+                    principal = _authorize(access, request, self._verifier())
+                    raw = _bytes(request.raw_body)
+                    if len(raw) > MAX_BODY_BYTES:
+                        raise PayloadTooLarge(f"the body is over {MAX_BODY_BYTES} bytes")
+                    call = Call(
+                        principal=principal,
+                        body=_parse_body(body, raw, body_required),
+                        query=_parse_query(query, request),
+                        headers=request.headers,
+                        raw_body=raw,
+                    )
+                    result = view(call, **path_params)
+                except Exception as error:
+                    return _error_response(error)
+                reply = result if isinstance(result, Reply) else Reply(result)
+                rendered = (
+                    reply.body
+                    if isinstance(reply.body, str)
+                    else reply.body.model_dump_json(by_alias=True)
+                )
+                return json_response(reply.status or status, rendered)
+
+            self._app.route(path, methods=[method], content_types=["*/*"], name=view.__name__)(
+                handle
+            )
+            return handle
+
+        return register
+
+
+_CHALICE_ERRORS = {404: "not_found", 405: "method_not_allowed", 415: "invalid_request"}
+
+
+def request_context(request: Request, get_response: Callable[[Request], Response]) -> Response:
+    """HTTP middleware: the request id on the logs and the response, Chalice's errors enveloped."""
+    given = request.headers.get("x-request-id", "")
+    request_id = given if _CALLER_REQUEST_ID.match(given) else uuid.uuid4().hex
+    token = REQUEST_ID.set(request_id)
+    logger.thread_safe_append_keys(request_id=request_id, path=request.path)
+    try:
+        response = get_response(request)
+    finally:
+        REQUEST_ID.reset(token)
+        logger.thread_safe_remove_keys(["request_id", "path"])
+    body = response.body
+    if isinstance(body, dict) and "Code" in body:  # never ours: json_response sends text
+        # Chalice's own answers (an unserved method, a fault outside a view) in the envelope.
+        code = _CHALICE_ERRORS.get(response.status_code, "internal_error")
+        message = (
+            str(body.get("Message", "")) if code != "internal_error" else "an unexpected fault"
+        )
+        response = json_response(
+            response.status_code,
+            envelope(code, message),
+            {k: str(v) for k, v in response.headers.items() if k.lower() == "allow"},
+        )
+    response.headers["X-Request-Id"] = request_id
+    return response

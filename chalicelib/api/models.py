@@ -1,0 +1,501 @@
+"""Request and response models of API.md; the OpenAPI document is built from these."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    field_validator,
+    model_validator,
+)
+
+from chalicelib.domain.evidence import ALLOWED_CONTENT_TYPES, MAX_EVIDENCE_BYTES
+from chalicelib.domain.model import (
+    EvidenceKind,
+    Gift,
+    Order,
+    OrderKind,
+    OrderStatus,
+    PaymentChannel,
+    PayoutChannel,
+    PlatformFault,
+    Reason,
+    Refund,
+    RefundStatus,
+    Usage,
+)
+from chalicelib.domain.policy import Quote
+from chalicelib.domain.rules import KindRules, RuleText
+from chalicelib.service.ports import Page
+from chalicelib.service.refunds import EvidenceSlot
+
+__all__ = [
+    "CreateRefundIn",
+    "ErrorOut",
+    "EvidenceIn",
+    "EvidenceSlotOut",
+    "HealthOut",
+    "ListRefundsQuery",
+    "MessageIn",
+    "MessageOut",
+    "OpenApiOut",
+    "OrderIn",
+    "OrderOut",
+    "QuoteOut",
+    "QuoteQuery",
+    "RefundListOut",
+    "RefundOut",
+    "RefundPolicyOut",
+    "RefundPolicyQuery",
+    "SubmitIn",
+]
+
+MAX_TEXT = 2000
+REFUND_ID_PATTERN = r"^rf_[0-9A-HJKMNP-TV-Z]{26}$"
+
+
+def _no_text_numbers(value: Any) -> Any:
+    """A number field takes a JSON number, never a string that looks like one."""
+    if isinstance(value, str):
+        raise ValueError("must be a JSON number, not a string")
+    return value
+
+
+Ratio = Annotated[
+    Decimal,
+    BeforeValidator(_no_text_numbers),
+    Field(ge=0, le=1, decimal_places=4),
+    PlainSerializer(float, return_type=float, when_used="json"),
+]
+Fen = Annotated[int, Field(ge=0, description="An amount of money in fen (1 CNY = 100 fen).")]
+Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]
+Id = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class Body(BaseModel):
+    """A request body: JSON, strict types, no unknown fields."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Query(BaseModel):
+    """Query parameters: text converted to their types, no unknown parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Out(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class UsageIn(Body):
+    total_units: int = Field(ge=1)
+    used_units: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _used_within_total(self) -> UsageIn:
+        if self.used_units > self.total_units:
+            raise ValueError("used_units is above total_units")
+        return self
+
+
+class GiftIn(Body):
+    sku: Id
+    title: str = Field(default="", max_length=200)
+    value: Fen
+
+
+class OrderIn(Body):
+    """An order as the order system reports it (PUT /internal/orders/{order_id})."""
+
+    order_id: Id
+    user_id: Id
+    kind: OrderKind
+    sku: Id
+    title: str = Field(default="", max_length=200)
+    category: Id
+    list_price: Fen
+    paid_amount: Fen
+    shipping_fee: Fen = 0
+    currency: Literal["CNY"] = "CNY"
+    payment_channel: PaymentChannel
+    channel_trade_no: str | None = Field(default=None, max_length=128)
+    paid_at: AwareDatetime
+    refund_deadline: AwareDatetime
+    status: OrderStatus
+    usage: UsageIn | None = None
+    service_completion: Ratio = Decimal(0)
+    customized: bool = False
+    gifts: list[GiftIn] = Field(default_factory=list, max_length=50)
+    platform_fault: PlatformFault | None = None
+    version: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _paid_within_price(self) -> OrderIn:
+        if self.paid_amount > self.list_price + self.shipping_fee:
+            raise ValueError("paid_amount is above list_price plus shipping_fee")
+        return self
+
+    def to_order(self) -> Order:
+        return Order(
+            order_id=self.order_id,
+            user_id=self.user_id,
+            kind=self.kind,
+            sku=self.sku,
+            title=self.title,
+            category=self.category,
+            list_price=self.list_price,
+            paid_amount=self.paid_amount,
+            shipping_fee=self.shipping_fee,
+            currency=self.currency,
+            payment_channel=self.payment_channel,
+            channel_trade_no=self.channel_trade_no,
+            paid_at=self.paid_at,
+            refund_deadline=self.refund_deadline,
+            status=self.status,
+            usage=Usage(self.usage.total_units, self.usage.used_units) if self.usage else None,
+            service_completion=self.service_completion,
+            customized=self.customized,
+            gifts=tuple(Gift(g.sku, g.title, g.value) for g in self.gifts),
+            platform_fault=self.platform_fault,
+            version=self.version,
+        )
+
+
+class UsageOut(Out):
+    total_units: int
+    used_units: int
+
+
+class GiftOut(Out):
+    sku: str
+    title: str
+    value: int
+
+
+class OrderOut(Out):
+    order_id: str
+    user_id: str
+    kind: OrderKind
+    sku: str
+    title: str
+    category: str
+    list_price: int
+    paid_amount: int
+    shipping_fee: int
+    currency: str
+    payment_channel: PaymentChannel
+    channel_trade_no: str | None
+    paid_at: datetime
+    refund_deadline: datetime
+    status: OrderStatus
+    usage: UsageOut | None
+    service_completion: Ratio
+    customized: bool
+    gifts: list[GiftOut]
+    platform_fault: PlatformFault | None
+    version: int | None
+
+    @classmethod
+    def of(cls, order: Order) -> OrderOut:
+        usage = order.usage
+        return cls(
+            order_id=order.order_id,
+            user_id=order.user_id,
+            kind=order.kind,
+            sku=order.sku,
+            title=order.title,
+            category=order.category,
+            list_price=order.list_price,
+            paid_amount=order.paid_amount,
+            shipping_fee=order.shipping_fee,
+            currency=order.currency,
+            payment_channel=order.payment_channel,
+            channel_trade_no=order.channel_trade_no,
+            paid_at=order.paid_at,
+            refund_deadline=order.refund_deadline,
+            status=order.status,
+            usage=UsageOut(total_units=usage.total_units, used_units=usage.used_units)
+            if usage
+            else None,
+            service_completion=order.service_completion,
+            customized=order.customized,
+            gifts=[GiftOut(sku=g.sku, title=g.title, value=g.value) for g in order.gifts],
+            platform_fault=order.platform_fault,
+            version=order.version,
+        )
+
+
+class QuoteQuery(Query):
+    reason: Reason = Reason.CHANGED_MIND
+    gifts_returned: bool = True
+
+
+class BreakdownOut(Out):
+    item: Literal[
+        "paid_amount",
+        "shipping_not_refunded",
+        "used_units",
+        "service_completed",
+        "gift_not_returned",
+        "already_refunded",
+    ]
+    amount: int
+
+
+class QuoteOut(Out):
+    order_id: str
+    refundable: bool
+    rule: str | None
+    message: str
+    amount: int
+    currency: str
+    breakdown: list[BreakdownOut]
+    required_evidence: list[EvidenceKind]
+    needs_return: bool
+    payout_channels: list[PayoutChannel]
+
+    @classmethod
+    def of(cls, quote: Quote, currency: str) -> QuoteOut:
+        return cls(
+            order_id=quote.order_id,
+            refundable=quote.refundable,
+            rule=quote.rule,
+            message=quote.message,
+            amount=quote.amount,
+            currency=currency,
+            breakdown=[BreakdownOut(item=b.item, amount=b.amount) for b in quote.breakdown],  # type: ignore[arg-type]
+            required_evidence=list(quote.required_evidence),
+            needs_return=quote.needs_return,
+            payout_channels=list(quote.payout_channels),
+        )
+
+
+class CreateRefundIn(Body):
+    order_id: Id
+    reason: Reason
+    description: Text
+    payout_channel: PayoutChannel = PayoutChannel.ORIGINAL
+    gifts_returned: bool = True
+
+
+class EvidenceIn(Body):
+    kind: EvidenceKind
+    content_type: str = Field(json_schema_extra={"enum": list(ALLOWED_CONTENT_TYPES)})
+    size: int = Field(ge=1, le=MAX_EVIDENCE_BYTES)
+
+    @field_validator("content_type")
+    @classmethod
+    def _allowed_type(cls, value: str) -> str:
+        if value not in ALLOWED_CONTENT_TYPES:
+            raise ValueError("must be one of " + ", ".join(ALLOWED_CONTENT_TYPES))
+        return value
+
+
+class SubmitIn(Body):
+    description: Text | None = None
+
+
+class MessageIn(Body):
+    body: Text
+
+
+class UploadOut(Out):
+    url: str
+    fields: dict[str, str]
+
+
+class EvidenceSlotOut(Out):
+    evidence_id: str
+    upload: UploadOut
+    expires_at: datetime
+
+    @classmethod
+    def of(cls, slot: EvidenceSlot) -> EvidenceSlotOut:
+        return cls(
+            evidence_id=slot.evidence.evidence_id,
+            upload=UploadOut(url=slot.upload.url, fields=slot.upload.fields),
+            expires_at=slot.upload.expires_at,
+        )
+
+
+class EvidenceOut(Out):
+    evidence_id: str
+    kind: EvidenceKind
+    content_type: str
+    size: int
+    uploaded: bool
+    problem: str | None
+
+
+class MessageOut(Out):
+    at: datetime
+    author_role: Literal["user", "agent", "system"]
+    body: str
+
+
+class HistoryOut(Out):
+    at: datetime
+    actor: str
+    action: str
+    from_: RefundStatus | None = Field(alias="from")
+    to: RefundStatus | None
+    note: str | None
+    rule: str | None
+
+
+class RefundOut(Out):
+    refund_id: str
+    order_id: str
+    user_id: str
+    status: RefundStatus
+    reason: Reason
+    description: str
+    amount: int
+    approved_amount: int | None
+    currency: str
+    payout_channel: PayoutChannel
+    channel: PaymentChannel
+    fast_track: bool
+    needs_return: bool
+    escalation_level: int
+    evidence: list[EvidenceOut]
+    messages: list[MessageOut]
+    history: list[HistoryOut]
+    review_due_at: datetime | None
+    payout_due_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, refund: Refund) -> RefundOut:
+        return cls(
+            refund_id=refund.refund_id,
+            order_id=refund.order_id,
+            user_id=refund.user_id,
+            status=refund.status,
+            reason=refund.reason,
+            description=refund.description,
+            amount=refund.amount,
+            approved_amount=refund.approved_amount,
+            currency=refund.currency,
+            payout_channel=refund.payout_channel,
+            channel=refund.channel,
+            fast_track=refund.fast_track,
+            needs_return=refund.needs_return,
+            escalation_level=refund.escalation_level,
+            evidence=[
+                EvidenceOut(
+                    evidence_id=e.evidence_id,
+                    kind=e.kind,
+                    content_type=e.content_type,
+                    size=e.size,
+                    uploaded=e.uploaded,
+                    problem=e.problem,
+                )
+                for e in refund.evidence
+            ],
+            messages=[
+                MessageOut(at=m.at, author_role=m.author_role, body=m.body)  # type: ignore[arg-type]
+                for m in refund.messages
+            ],
+            history=[
+                HistoryOut(
+                    at=h.at,
+                    actor=h.actor,
+                    action=h.action.value,
+                    **{"from": h.from_status},
+                    to=h.to_status,
+                    note=h.note,
+                    rule=h.rule,
+                )
+                for h in refund.history
+            ],
+            review_due_at=refund.review_due_at,
+            payout_due_at=refund.payout_due_at,
+            created_at=refund.created_at,
+            updated_at=refund.updated_at,
+        )
+
+
+class ListRefundsQuery(Query):
+    status: RefundStatus | None = None
+    limit: int = Field(default=20, ge=1, le=100)
+    cursor: str | None = Field(default=None, pattern=REFUND_ID_PATTERN)
+
+
+class RefundListOut(Out):
+    items: list[RefundOut]
+    next_cursor: str | None
+
+    @classmethod
+    def of(cls, page: Page) -> RefundListOut:
+        return cls(items=[RefundOut.of(r) for r in page.items], next_cursor=page.next_cursor)
+
+
+class HealthOut(Out):
+    status: Literal["ok"]
+
+
+class OpenApiOut(Out):
+    """An OpenAPI 3 document (the keys of the OpenAPI specification)."""
+
+    model_config = ConfigDict(extra="allow")
+    openapi: str
+    info: dict[str, Any]
+    paths: dict[str, Any]
+
+
+class RefundPolicyQuery(Query):
+    kind: OrderKind
+
+
+class RuleOut(Out):
+    rule: str
+    zh: str
+    en: str
+
+    @classmethod
+    def of(cls, text: RuleText) -> RuleOut:
+        return cls(rule=text.rule, zh=text.zh, en=text.en)
+
+
+class RefundPolicyOut(Out):
+    kind: OrderKind
+    rules: list[RuleOut]
+    not_refundable: list[RuleOut]
+
+    @classmethod
+    def of(cls, kind: OrderKind, rules: KindRules) -> RefundPolicyOut:
+        return cls(
+            kind=kind,
+            rules=[RuleOut.of(r) for r in rules.rules],
+            not_refundable=[RuleOut.of(r) for r in rules.not_refundable],
+        )
+
+
+class ErrorDetail(Out):
+    model_config = ConfigDict(extra="allow")
+    field: str | None = None
+    problem: str
+
+
+class ErrorBody(Out):
+    code: str
+    message: str
+    rule: str | None
+    details: list[ErrorDetail]
+
+
+class ErrorOut(Out):
+    """The envelope of every error (API.md)."""
+
+    error: ErrorBody

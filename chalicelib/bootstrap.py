@@ -1,0 +1,106 @@
+"""Wires the ports once per process, lazily: nothing connects to AWS at import time."""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+from chalicelib.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from chalicelib.adapters.auth import TokenVerifier
+    from chalicelib.service.ports import Clock, Ports
+
+__all__ = ["build_ports", "build_verifier", "get_ports", "get_verifier", "install"]
+
+_lock = threading.Lock()
+_ports: Ports | None = None
+_verifier: TokenVerifier | None = None
+
+
+def _s3_client(settings: Settings) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    s3_options = {"addressing_style": "path"} if settings.aws_endpoint_url else {}
+    return boto3.client(
+        "s3",
+        region_name=settings.region,
+        endpoint_url=settings.aws_endpoint_url,
+        config=Config(signature_version="s3v4", s3=s3_options),
+    )
+
+
+def build_ports(settings: Settings, clock: Clock | None = None) -> Ports:
+    """The AWS-backed ports of a stage; ``clock`` replaces the system clock (local stage)."""
+    from chalicelib.adapters.clock import SystemClock
+    from chalicelib.adapters.dynamodb import (
+        DynamoIdempotencyStore,
+        DynamoMessageLog,
+        DynamoOrderRepository,
+        DynamoRefundRepository,
+        bind_models,
+    )
+    from chalicelib.adapters.ids import UlidGenerator
+    from chalicelib.adapters.s3_evidence import S3EvidenceStore
+    from chalicelib.service.ports import Ports, ServiceConfig
+
+    bind_models(settings)
+    clock = clock or SystemClock()
+    return Ports(
+        orders=DynamoOrderRepository(),
+        refunds=DynamoRefundRepository(),
+        messages=DynamoMessageLog(),
+        evidence=S3EvidenceStore(
+            settings.evidence_bucket, lambda: _s3_client(settings), clock.wall_now
+        ),
+        idempotency=DynamoIdempotencyStore(),
+        clock=clock,
+        ids=UlidGenerator(),
+        config=ServiceConfig(
+            idempotency_lease_seconds=settings.idempotency_lease_seconds,
+            idempotency_keep_hours=settings.idempotency_keep_hours,
+            upload_expires_seconds=settings.upload_expires_seconds,
+        ),
+    )
+
+
+def build_verifier(settings: Settings) -> TokenVerifier:
+    """HS256 with a shared secret in the local stage; Cognito's RS256 JWKS elsewhere."""
+    from chalicelib.adapters.auth import HS256Verifier, JWKSVerifier
+
+    if settings.is_local:
+        if not settings.jwt_secret:
+            raise RuntimeError("REFUNDS_JWT_SECRET is empty")
+        return HS256Verifier(settings.jwt_secret)
+    if not (settings.jwks_url and settings.jwt_issuer and settings.jwt_audience):
+        raise RuntimeError(
+            "REFUNDS_JWKS_URL, REFUNDS_JWT_ISSUER and REFUNDS_JWT_AUDIENCE are required"
+        )
+    return JWKSVerifier(settings.jwks_url, settings.jwt_issuer, settings.jwt_audience)
+
+
+def get_ports() -> Ports:
+    global _ports
+    if _ports is None:
+        with _lock:
+            if _ports is None:
+                _ports = build_ports(get_settings())
+    return _ports
+
+
+def get_verifier() -> TokenVerifier:
+    global _verifier
+    if _verifier is None:
+        with _lock:
+            if _verifier is None:
+                _verifier = build_verifier(get_settings())
+    return _verifier
+
+
+def install(ports: Ports | None = None, verifier: TokenVerifier | None = None) -> None:
+    """Replace the wiring (tests, the local stack); None means: build again on next use."""
+    global _ports, _verifier
+    with _lock:
+        _ports = ports
+        _verifier = verifier

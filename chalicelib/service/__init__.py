@@ -1,0 +1,1 @@
+"""Use cases: each takes a command and the ports it needs, and performs one change."""

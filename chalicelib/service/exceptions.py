@@ -1,0 +1,44 @@
+"""Errors of the use cases and of the ports they call; mapped to HTTP in one place."""
+
+from __future__ import annotations
+
+__all__ = [
+    "Conflict",
+    "IdempotencyKeyInFlight",
+    "IdempotencyKeyReused",
+    "NotFound",
+    "ServiceError",
+]
+
+
+class ServiceError(Exception):
+    """Base class of the service layer's errors."""
+
+
+class NotFound(ServiceError):
+    """No such resource, or it belongs to someone else (never told apart)."""
+
+    def __init__(self, resource: str, resource_id: str) -> None:
+        super().__init__(f"{resource} {resource_id} not found")
+        self.resource = resource
+        self.resource_id = resource_id
+
+
+class Conflict(ServiceError):
+    """The resource changed under the request, or its state forbids it."""
+
+    def __init__(self, message: str, rule: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.rule = rule
+
+
+class IdempotencyKeyInFlight(Conflict):
+    """The first request with this idempotency key is still running."""
+
+    def __init__(self) -> None:
+        super().__init__("a request with this Idempotency-Key is still in flight; retry later")
+
+
+class IdempotencyKeyReused(ServiceError):
+    """The idempotency key was first used with another body."""

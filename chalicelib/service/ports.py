@@ -1,0 +1,184 @@
+"""The ports the use cases need; adapters implement them on AWS, fakes in memory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from chalicelib.domain.model import Message, Order, OrderBooking, Refund, RefundStatus
+
+__all__ = [
+    "Clock",
+    "EvidenceStore",
+    "IdGenerator",
+    "IdempotencyRecord",
+    "IdempotencyStore",
+    "MessageLog",
+    "OrderRepository",
+    "Page",
+    "Ports",
+    "PresignedUpload",
+    "RefundRepository",
+    "ServiceConfig",
+    "StoredObject",
+    "StoredOrder",
+]
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """The business clock: deadlines, SLAs, history times (settable in the local stage)."""
+        ...
+
+    def wall_now(self) -> datetime:
+        """The wall clock: token and URL expiry, idempotency leases, id order."""
+        ...
+
+
+class IdGenerator(Protocol):
+    def new_id(self, prefix: str) -> str:
+        """A new opaque id, time-ordered by the wall clock (ULID-like), behind ``prefix``."""
+        ...
+
+
+@dataclass(frozen=True)
+class StoredOrder:
+    order: Order
+    booking: OrderBooking
+    booked_at: datetime | None = None
+    """When the open refund was booked (wall clock), to tell a crashed create from a live one."""
+
+
+class OrderRepository(Protocol):
+    def get(self, order_id: str) -> StoredOrder | None: ...
+
+    def upsert(self, order: Order) -> StoredOrder:
+        """Store ``order`` unless the stored one has a higher version; return what is stored."""
+        ...
+
+    def book_refund(
+        self, order_id: str, refund_id: str, amount: int, seen: OrderBooking, at: datetime
+    ) -> None:
+        """Make ``refund_id`` the order's open refund, if the booking is still ``seen`` (E4).
+
+        Raises Conflict when another booking won.
+        """
+        ...
+
+    def settle_refund(self, order_id: str, refund_id: str, paid_amount: int) -> None:
+        """Close ``refund_id``'s booking, adding what it paid to the refunded total.
+
+        Does nothing if the order's open refund is another one (already settled).
+        """
+        ...
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Refund]
+    next_cursor: str | None
+
+
+class RefundRepository(Protocol):
+    def get(self, refund_id: str) -> Refund | None: ...
+
+    def get_as_created(self, refund_id: str) -> Refund | None:
+        """The refund exactly as its create stored it (idempotent replay), or None."""
+        ...
+
+    def add(self, refund: Refund) -> None:
+        """Store a new refund; raises Conflict if the id exists."""
+        ...
+
+    def save(self, refund: Refund) -> None:
+        """Store a changed refund if nobody changed it since it was read; raises Conflict."""
+        ...
+
+    def list_for_user(
+        self, user_id: str, status: RefundStatus | None, limit: int, cursor: str | None
+    ) -> Page:
+        """The user's refunds, newest first; ``cursor`` is a refund id to continue after."""
+        ...
+
+
+class MessageLog(Protocol):
+    def append(self, refund_id: str, message: Message) -> None:
+        """Keep ``message`` for good (O5), apart from the refund's bounded recent list."""
+        ...
+
+
+@dataclass(frozen=True)
+class PresignedUpload:
+    url: str
+    fields: dict[str, str]
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    size: int
+    etag: str
+    head: bytes = field(repr=False)
+
+
+class EvidenceStore(Protocol):
+    def presign_upload(
+        self, key: str, content_type: str, max_size: int, expires_at: datetime
+    ) -> PresignedUpload: ...
+
+    def inspect(self, key: str) -> StoredObject | None:
+        """The object's real size, ETag and first bytes, or None if nothing is there."""
+        ...
+
+
+@dataclass(frozen=True)
+class IdempotencyRecord:
+    scope_key: str
+    fingerprint: str
+    refund_id: str
+    lease_until: datetime
+    expires_at: datetime
+    status_code: int | None = None
+    body: str | None = None
+
+
+class IdempotencyStore(Protocol):
+    def claim(self, record: IdempotencyRecord, now: datetime) -> IdempotencyRecord | None:
+        """Store ``record`` unless a live record holds its key; return that one if so."""
+        ...
+
+    def take_over(self, record: IdempotencyRecord, lease_until: datetime) -> None:
+        """Renew an expired lease; raises IdempotencyKeyInFlight if another request did."""
+        ...
+
+    def finish(self, scope_key: str, status_code: int, body: str) -> None:
+        """Keep the first answer for replays."""
+        ...
+
+    def release(self, scope_key: str, now: datetime) -> None:
+        """End the lease early so that a retry can complete the work at once."""
+        ...
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    idempotency_lease_seconds: int = 30
+    idempotency_keep_hours: int = 25
+    upload_expires_seconds: int = 900
+    recent_messages: int = 50
+    """How many of the latest messages the refund item carries (all are kept in the log)."""
+
+
+@dataclass(frozen=True)
+class Ports:
+    """Everything a use case may need, wired once by the bootstrap."""
+
+    orders: OrderRepository
+    refunds: RefundRepository
+    messages: MessageLog
+    evidence: EvidenceStore
+    idempotency: IdempotencyStore
+    clock: Clock
+    ids: IdGenerator
+    config: ServiceConfig = field(default_factory=ServiceConfig)

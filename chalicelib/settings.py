@@ -1,0 +1,66 @@
+"""Stage settings, read once from the environment (set per stage in .chalice/config.json)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+
+__all__ = ["LOCAL_STAGE", "Settings", "get_settings"]
+
+LOCAL_STAGE = "local"
+DEFAULT_LOCAL_JWT_SECRET = "local-dev-secret-0123456789abcdef"  # noqa: S105 - the local stage's documented default
+
+
+@dataclass(frozen=True)
+class Settings:
+    stage: str
+    region: str
+    aws_endpoint_url: str | None
+    orders_table: str
+    refunds_table: str
+    messages_table: str
+    idempotency_table: str
+    evidence_bucket: str
+    jwt_secret: str | None
+    jwks_url: str | None
+    jwt_issuer: str | None
+    jwt_audience: str | None
+    idempotency_lease_seconds: int = 30
+    idempotency_keep_hours: int = 25
+    upload_expires_seconds: int = 900
+    download_expires_seconds: int = 300
+
+    @property
+    def is_local(self) -> bool:
+        return self.stage == LOCAL_STAGE
+
+    @classmethod
+    def from_environ(cls, env: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        stage = env.get("REFUNDS_STAGE", "")
+        if not stage:
+            raise RuntimeError("REFUNDS_STAGE is not set (see .chalice/config.json)")
+        local = stage == LOCAL_STAGE
+        prefix = env.get("REFUNDS_TABLE_PREFIX", f"refunds-{stage}")
+        return cls(
+            stage=stage,
+            region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+            aws_endpoint_url=env.get("REFUNDS_AWS_ENDPOINT") or None,
+            orders_table=env.get("REFUNDS_ORDERS_TABLE", f"{prefix}-orders"),
+            refunds_table=env.get("REFUNDS_REFUNDS_TABLE", f"{prefix}-refunds"),
+            messages_table=env.get("REFUNDS_MESSAGES_TABLE", f"{prefix}-messages"),
+            idempotency_table=env.get("REFUNDS_IDEMPOTENCY_TABLE", f"{prefix}-idempotency"),
+            evidence_bucket=env.get("REFUNDS_EVIDENCE_BUCKET", f"{prefix}-evidence"),
+            jwt_secret=env.get("REFUNDS_JWT_SECRET", DEFAULT_LOCAL_JWT_SECRET) if local else None,
+            jwks_url=env.get("REFUNDS_JWKS_URL") or None,
+            jwt_issuer=env.get("REFUNDS_JWT_ISSUER") or None,
+            jwt_audience=env.get("REFUNDS_JWT_AUDIENCE") or None,
+            idempotency_lease_seconds=int(env.get("REFUNDS_IDEMPOTENCY_LEASE_SECONDS", "30")),
+        )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The settings of this process, read on first use (never at import time)."""
+    return Settings.from_environ()

@@ -1,0 +1,1 @@
+"""Infrastructure beyond what Chalice declares, and the local stack."""

@@ -1,0 +1,1 @@
+"""The local stack: dev and test tooling, never shipped to Lambda."""
