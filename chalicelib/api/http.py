@@ -28,6 +28,7 @@ from chalicelib.adapters.auth import Principal, TokenVerifier, parse_bearer
 from .errors import Forbidden, InvalidRequest, PayloadTooLarge, envelope, error_answer
 
 __all__ = [
+    "JSON",
     "MAX_BODY_BYTES",
     "Access",
     "Call",
@@ -37,6 +38,7 @@ __all__ = [
     "json_response",
     "logger",
     "request_context",
+    "request_id_for",
 ]
 
 MAX_BODY_BYTES = 64 * 1024
@@ -263,13 +265,17 @@ class Router:
         return register
 
 
+def request_id_for(given: str) -> str:
+    """The caller's request id if it is a sane one, else a new one."""
+    return given if _CALLER_REQUEST_ID.match(given) else uuid.uuid4().hex
+
+
 _CHALICE_ERRORS = {404: "not_found", 405: "method_not_allowed", 415: "invalid_request"}
 
 
 def request_context(request: Request, get_response: Callable[[Request], Response]) -> Response:
     """HTTP middleware: the request id on the logs and the response, Chalice's errors enveloped."""
-    given = request.headers.get("x-request-id", "")
-    request_id = given if _CALLER_REQUEST_ID.match(given) else uuid.uuid4().hex
+    request_id = request_id_for(request.headers.get("x-request-id", ""))
     token = REQUEST_ID.set(request_id)
     logger.thread_safe_append_keys(request_id=request_id, path=request.path)
     try:

@@ -6,23 +6,14 @@ does not depend on how ``conftest`` modules of other test folders are named or i
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-# `.venv/bin/pytest tests/unit` does not put the project root on sys.path (pyproject.toml sets
-# no `pythonpath`, and the project is not installed in the venv). Until it does, make
-# `chalicelib` importable here; with `pythonpath = ["."]` in pyproject this is a no-op.
-_PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
-if _PROJECT_ROOT not in sys.path:
-    sys.path.insert(0, _PROJECT_ROOT)
-
-from chalicelib.domain import model  # noqa: E402
-from chalicelib.domain.policy import Quote, quote  # noqa: E402
+from chalicelib.domain import model
+from chalicelib.domain.policy import Quote, quote
 
 NOW = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
 """The business clock of every unit test: a fixed, timezone-aware UTC instant."""

@@ -1,0 +1,195 @@
+"""The local stack: the whole system on one machine, on an in-process AWS emulator.
+
+It plays the parts that AWS plays when deployed: moto stands in for DynamoDB and S3, and the
+runner stands in for API Gateway and Lambda. The runner owns everything in-process (no
+forked reloader that outlives a kill) as a list of services started in order and stopped in
+reverse. The HTTP API is one service; the event sources of later slices (SQS pollers handing
+handlers Lambda's own event shape, schedules, S3 notifications, a payment-channel simulator)
+are further services added to the same list.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import HTTPServer
+from socketserver import ThreadingMixIn
+from typing import Any, Protocol
+
+from chalice.config import Config
+from chalice.local import (
+    ChaliceRequestHandler,
+    CustomLocalChalice,
+    LocalChalice,
+    LocalGatewayException,
+)
+
+__all__ = ["LocalStack", "StackService", "make_http_service"]
+
+LOCAL_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "local",
+    "AWS_SECRET_ACCESS_KEY": "local",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+LISTEN_BACKLOG = 128
+MAX_CHUNKED_BODY = 1024 * 1024
+
+
+class StackService(Protocol):
+    """Something the stack runs beside the API: started in order, stopped in reverse."""
+
+    name: str
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class _RequestHandler(ChaliceRequestHandler):
+    """Chalice's local handler, made to behave like the deployed API Gateway in front of it."""
+
+    # Chalice writes headers and body apart: with Nagle on, every keep-alive reply waits
+    # ~40 ms for the client's delayed ACK (DESIGN.md, field notes).
+    disable_nagle_algorithm = True
+
+    def _parse_payload(self) -> tuple[dict[str, Any], bytes | None]:
+        headers, body = super()._parse_payload()
+        if body is None and "chunked" in self.headers.get("transfer-encoding", "").lower():
+            body = self._read_chunked()
+        return headers, body
+
+    def _read_chunked(self) -> bytes:
+        """A chunked body, read up to a bound (the app answers 413 past 64 KiB anyway)."""
+        parts: list[bytes] = []
+        total = 0
+        while True:
+            size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                self.rfile.readline()
+                return b"".join(parts)
+            chunk = self.rfile.read(size)
+            self.rfile.readline()
+            total += size
+            if total <= MAX_CHUNKED_BODY:
+                parts.append(chunk)
+
+    def _send_error_response(self, error: LocalGatewayException) -> None:
+        # The local gateway answers an unknown route itself, like API Gateway's "Missing
+        # Authentication Token"; deployed, a gateway response maps it to the envelope.
+        from chalicelib.api.errors import envelope
+        from chalicelib.api.http import JSON, request_id_for
+
+        headers = {
+            "Content-Type": JSON,
+            "X-Request-Id": request_id_for(self.headers.get("x-request-id", "")),
+        }
+        body = json.dumps(
+            envelope("not_found", f"no route {self.command} {self.path}"),
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+        self._send_http_response(404, headers, body)
+
+
+class _Server(ThreadingMixIn, HTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    # socketserver's default backlog of 5 resets connections under a few dozen clients.
+    request_queue_size = LISTEN_BACKLOG
+
+
+@dataclass
+class _HttpService:
+    name: str
+    server: _Server
+    thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> None:
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, name=self.name, daemon=True
+        )
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        if self.thread:
+            self.thread.join()
+
+
+def make_http_service(app: Any, host: str, port: int, stage: str = "local") -> _HttpService:
+    """Serve ``app`` like ``chalice local``, minus its hazards (see _RequestHandler)."""
+    # What chalice.local.create_local_server does: app.current_request becomes thread-local,
+    # so concurrent requests never read each other's bodies.
+    CustomLocalChalice.__bases__ = (LocalChalice, app.__class__)
+    app.__class__ = CustomLocalChalice
+    config = Config.create(chalice_stage=stage, chalice_app=app)
+
+    handler = functools.partial(_RequestHandler, app_object=app, config=config)
+    return _HttpService("http-api", _Server((host, port), handler))
+
+
+@dataclass
+class LocalStack:
+    """The moto server, the stage's tables and bucket, demo data, and the services."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    moto_port: int = 0
+    seed: Callable[[Any], None] | None = None
+    services: list[StackService] = field(default_factory=list)
+    aws_endpoint: str = ""
+    api_url: str = ""
+    _moto: Any = None
+
+    def start(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        self._moto = ThreadedMotoServer(ip_address=self.host, port=self.moto_port, verbose=False)
+        self._moto.start()
+        moto_host, moto_port = self._moto.get_host_and_port()
+        self.aws_endpoint = f"http://{moto_host}:{moto_port}"
+        for name, value in LOCAL_CREDENTIALS.items():
+            os.environ.setdefault(name, value)
+        os.environ["REFUNDS_STAGE"] = "local"
+        os.environ["REFUNDS_AWS_ENDPOINT"] = self.aws_endpoint
+
+        from chalicelib import bootstrap
+        from chalicelib.adapters.dynamodb import create_tables
+        from chalicelib.settings import Settings
+
+        settings = Settings.from_environ()
+        ports = bootstrap.build_ports(settings)
+        create_tables()
+        s3 = ports.evidence.client  # type: ignore[attr-defined]
+        s3.create_bucket(Bucket=settings.evidence_bucket)
+        bootstrap.install(ports, bootstrap.build_verifier(settings))
+        if self.seed:
+            self.seed(ports)
+
+        from app import app
+
+        api = make_http_service(app, self.host, self.port)
+        self.services.insert(0, api)
+        for service in self.services:
+            service.start()
+        self.api_url = api.url
+
+    def stop(self) -> None:
+        for service in reversed(self.services):
+            service.stop()
+        self.services.clear()
+        if self._moto:
+            self._moto.stop()
+            self._moto = None
