@@ -21,8 +21,17 @@ lint: $(READY)
 	$(BIN)/mypy --strict chalicelib/domain
 	$(BIN)/mypy
 
-test: lint $(READY)
+test: lint package $(READY)
 	$(BIN)/pytest
+
+# The prod stage as a SAM template with infra/template.yaml merged in, linted. The merge
+# template is YAML, so chalice writes build/sam.yaml. Chalice caches one ~26 MB zip per
+# source state in .chalice/deployments (gitignored); keep only the newest.
+package: $(READY)
+	rm -rf build
+	$(BIN)/chalice package --stage prod --merge-template infra/template.yaml build/
+	ls -t .chalice/deployments/*.zip | tail -n +2 | xargs -r rm -f
+	$(BIN)/cfn-lint build/sam.yaml
 
 bench: $(READY)
 	$(BIN)/python -m bench

@@ -6,15 +6,10 @@ Access patterns (docs/access-patterns.md): every hot path is a key-value operati
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
-from decimal import Decimal
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from pynamodb.attributes import (
-    BooleanAttribute,
-    ListAttribute,
-    MapAttribute,
     NumberAttribute,
     TTLAttribute,
     UnicodeAttribute,
@@ -26,28 +21,12 @@ from pynamodb.expressions.update import Action as UpdateAction
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
-from chalicelib.domain.model import (
-    Action,
-    Evidence,
-    EvidenceKind,
-    Gift,
-    HistoryEntry,
-    Message,
-    Order,
-    OrderBooking,
-    OrderKind,
-    OrderStatus,
-    PaymentChannel,
-    PayoutChannel,
-    PlatformFault,
-    Reason,
-    Refund,
-    RefundStatus,
-    Usage,
-)
+from chalicelib.domain.model import Message, Order, OrderBooking, Refund, RefundStatus
 from chalicelib.service.exceptions import Conflict, IdempotencyKeyInFlight
 from chalicelib.service.ports import IdempotencyRecord, Page, StoredOrder
 from chalicelib.settings import Settings
+
+from .codec import dump_order, dump_refund, load_order, load_refund
 
 __all__ = [
     "MODELS",
@@ -79,107 +58,15 @@ def _get(model: type[_M], key: str) -> _M | None:
         return None
 
 
-class UsageAttribute(MapAttribute[str, Any]):
-    total_units = NumberAttribute()
-    used_units = NumberAttribute()
-
-
-class GiftAttribute(MapAttribute[str, Any]):
-    sku = UnicodeAttribute()
-    title = UnicodeAttribute()
-    value = NumberAttribute()
-
-
-class OrderAttribute(MapAttribute[str, Any]):
-    """An order as the order system sent it; also a refund's snapshot of its order (O1)."""
-
-    order_id = UnicodeAttribute()
-    user_id = UnicodeAttribute()
-    kind = UnicodeAttribute()
-    sku = UnicodeAttribute()
-    title = UnicodeAttribute()
-    category = UnicodeAttribute()
-    list_price = NumberAttribute()
-    paid_amount = NumberAttribute()
-    shipping_fee = NumberAttribute()
-    currency = UnicodeAttribute()
-    payment_channel = UnicodeAttribute()
-    channel_trade_no = UnicodeAttribute(null=True)
-    paid_at = UTCDateTimeAttribute()
-    refund_deadline = UTCDateTimeAttribute()
-    status = UnicodeAttribute()
-    usage = UsageAttribute(null=True)
-    service_completion = UnicodeAttribute()
-    customized = BooleanAttribute()
-    gifts = ListAttribute(of=GiftAttribute)
-    platform_fault = UnicodeAttribute(null=True)
-    version = NumberAttribute(null=True)
-
-    @classmethod
-    def from_order(cls, order: Order) -> OrderAttribute:
-        usage = order.usage
-        return cls(
-            order_id=order.order_id,
-            user_id=order.user_id,
-            kind=order.kind.value,
-            sku=order.sku,
-            title=order.title,
-            category=order.category,
-            list_price=order.list_price,
-            paid_amount=order.paid_amount,
-            shipping_fee=order.shipping_fee,
-            currency=order.currency,
-            payment_channel=order.payment_channel.value,
-            channel_trade_no=order.channel_trade_no,
-            paid_at=order.paid_at,
-            refund_deadline=order.refund_deadline,
-            status=order.status.value,
-            usage=UsageAttribute(total_units=usage.total_units, used_units=usage.used_units)
-            if usage
-            else None,
-            service_completion=str(order.service_completion),
-            customized=order.customized,
-            gifts=[GiftAttribute(sku=g.sku, title=g.title, value=g.value) for g in order.gifts],
-            platform_fault=order.platform_fault.value if order.platform_fault else None,
-            version=order.version,
-        )
-
-    def to_order(self) -> Order:
-        usage = self.usage
-        return Order(
-            order_id=self.order_id,
-            user_id=self.user_id,
-            kind=OrderKind(self.kind),
-            sku=self.sku,
-            title=self.title,
-            category=self.category,
-            list_price=int(self.list_price),
-            paid_amount=int(self.paid_amount),
-            shipping_fee=int(self.shipping_fee),
-            currency=self.currency,
-            payment_channel=PaymentChannel(self.payment_channel),
-            channel_trade_no=self.channel_trade_no,
-            paid_at=self.paid_at,
-            refund_deadline=self.refund_deadline,
-            status=OrderStatus(self.status),
-            usage=Usage(int(usage.total_units), int(usage.used_units)) if usage else None,
-            service_completion=Decimal(self.service_completion),
-            customized=self.customized,
-            gifts=tuple(Gift(g.sku, g.title, int(g.value)) for g in self.gifts or ()),
-            platform_fault=PlatformFault(self.platform_fault) if self.platform_fault else None,
-            version=int(self.version) if self.version is not None else None,
-        )
-
-
 class OrderModel(Model):
-    """An order and what it has given back: refunded total and its one open refund (E4)."""
+    """An order (its document) and what it has given back: refunded total, open refund (E4)."""
 
     class Meta:
         table_name = "orders"
         billing_mode = "PAY_PER_REQUEST"
 
     order_id = UnicodeAttribute(hash_key=True)
-    order = OrderAttribute()
+    doc = UnicodeAttribute()
     order_version = NumberAttribute(null=True)
     refunded_total = NumberAttribute(default=0)
     open_refund_id = UnicodeAttribute(null=True)
@@ -188,7 +75,7 @@ class OrderModel(Model):
 
     def to_stored(self) -> StoredOrder:
         return StoredOrder(
-            order=self.order.to_order(),
+            order=load_order(self.doc),
             booking=OrderBooking(
                 refunded_total=int(self.refunded_total or 0),
                 open_refund_id=self.open_refund_id,
@@ -196,35 +83,6 @@ class OrderModel(Model):
             ),
             booked_at=self.open_refund_booked_at,
         )
-
-
-class EvidenceAttribute(MapAttribute[str, Any]):
-    evidence_id = UnicodeAttribute()
-    kind = UnicodeAttribute()
-    content_type = UnicodeAttribute()
-    size = NumberAttribute()
-    created_at = UTCDateTimeAttribute()
-    uploaded = BooleanAttribute()
-    problem = UnicodeAttribute(null=True)
-    checked_etag = UnicodeAttribute(null=True)
-
-
-class HistoryAttribute(MapAttribute[str, Any]):
-    at = UTCDateTimeAttribute()
-    actor = UnicodeAttribute()
-    action = UnicodeAttribute()
-    from_status = UnicodeAttribute(null=True)
-    to_status = UnicodeAttribute(null=True)
-    note = UnicodeAttribute(null=True)
-    rule = UnicodeAttribute(null=True)
-
-
-class MessageAttribute(MapAttribute[str, Any]):
-    message_id = UnicodeAttribute()
-    at = UTCDateTimeAttribute()
-    author_role = UnicodeAttribute()
-    author = UnicodeAttribute()
-    body = UnicodeAttribute()
 
 
 class UserRefundsIndex(GlobalSecondaryIndex["RefundModel"]):
@@ -261,7 +119,11 @@ class QueueIndex(GlobalSecondaryIndex["RefundModel"]):
 
 
 class RefundModel(Model):
-    """A refund with its history, evidence slots and latest messages: one item, one write."""
+    """A refund: the attributes its keys and indexes need, and the rest as one document.
+
+    The document carries the order snapshot, history, evidence slots and latest messages, so
+    a transition and its history entry are one conditional put (optimistic lock on version).
+    """
 
     class Meta:
         table_name = "refunds"
@@ -272,27 +134,9 @@ class RefundModel(Model):
     status = UnicodeAttribute()
     user_status = UnicodeAttribute()
     queue_rank = UnicodeAttribute()
-    order = OrderAttribute()
-    reason = UnicodeAttribute()
-    description = UnicodeAttribute()
-    amount = NumberAttribute()
-    approved_amount = NumberAttribute(null=True)
-    payout_channel = UnicodeAttribute()
-    channel = UnicodeAttribute()
-    gifts_returned = BooleanAttribute()
-    fast_track = BooleanAttribute()
-    needs_return = BooleanAttribute()
-    escalation_level = NumberAttribute()
-    review_due_at = UTCDateTimeAttribute(null=True)
-    payout_due_at = UTCDateTimeAttribute(null=True)
-    assignee = UnicodeAttribute(null=True)
-    created_at = UTCDateTimeAttribute()
-    updated_at = UTCDateTimeAttribute()
-    evidence = ListAttribute(of=EvidenceAttribute)
-    history = ListAttribute(of=HistoryAttribute)
-    messages = ListAttribute(of=MessageAttribute)
-    created_state = UnicodeAttribute(null=True)
-    """The item as its create wrote it, so an idempotent replay answers exactly the same."""
+    doc = UnicodeAttribute()
+    created_doc = UnicodeAttribute(null=True)
+    """The document as the create wrote it, so an idempotent replay answers exactly the same."""
     version = VersionAttribute()
 
     by_user = UserRefundsIndex()
@@ -302,125 +146,21 @@ class RefundModel(Model):
     @classmethod
     def from_refund(cls, refund: Refund) -> RefundModel:
         due = refund.review_due_at or refund.payout_due_at
+        rank = (str(2 - refund.escalation_level), due.isoformat() if due else "~", refund.refund_id)
         item = cls(
-            refund_id=refund.refund_id,
+            refund.refund_id,
             user_id=refund.user_id,
             status=refund.status.value,
             user_status=f"{refund.user_id}#{refund.status.value}",
-            queue_rank="#".join(
-                (
-                    str(2 - refund.escalation_level),
-                    due.isoformat() if due else "~",
-                    refund.refund_id,
-                )
-            ),
-            order=OrderAttribute.from_order(refund.order),
-            reason=refund.reason.value,
-            description=refund.description,
-            amount=refund.amount,
-            approved_amount=refund.approved_amount,
-            payout_channel=refund.payout_channel.value,
-            channel=refund.channel.value,
-            gifts_returned=refund.gifts_returned,
-            fast_track=refund.fast_track,
-            needs_return=refund.needs_return,
-            escalation_level=refund.escalation_level,
-            review_due_at=refund.review_due_at,
-            payout_due_at=refund.payout_due_at,
-            assignee=refund.assignee,
-            created_at=refund.created_at,
-            updated_at=refund.updated_at,
-            evidence=[
-                EvidenceAttribute(
-                    evidence_id=e.evidence_id,
-                    kind=e.kind.value,
-                    content_type=e.content_type,
-                    size=e.size,
-                    created_at=e.created_at,
-                    uploaded=e.uploaded,
-                    problem=e.problem,
-                    checked_etag=e.checked_etag,
-                )
-                for e in refund.evidence
-            ],
-            history=[
-                HistoryAttribute(
-                    at=h.at,
-                    actor=h.actor,
-                    action=h.action.value,
-                    from_status=h.from_status.value if h.from_status else None,
-                    to_status=h.to_status.value if h.to_status else None,
-                    note=h.note,
-                    rule=h.rule,
-                )
-                for h in refund.history
-            ],
-            messages=[
-                MessageAttribute(
-                    message_id=m.message_id,
-                    at=m.at,
-                    author_role=m.author_role,
-                    author=m.author,
-                    body=m.body,
-                )
-                for m in refund.messages
-            ],
+            queue_rank="#".join(rank),
+            doc=dump_refund(refund),
         )
         if refund.version:
             item.version = refund.version
         return item
 
     def to_refund(self) -> Refund:
-        return Refund(
-            refund_id=self.refund_id,
-            order=self.order.to_order(),
-            status=RefundStatus(self.status),
-            reason=Reason(self.reason),
-            description=self.description,
-            amount=int(self.amount),
-            approved_amount=int(self.approved_amount) if self.approved_amount is not None else None,
-            payout_channel=PayoutChannel(self.payout_channel),
-            channel=PaymentChannel(self.channel),
-            gifts_returned=self.gifts_returned,
-            fast_track=self.fast_track,
-            needs_return=self.needs_return,
-            escalation_level=int(self.escalation_level),
-            review_due_at=self.review_due_at,
-            payout_due_at=self.payout_due_at,
-            assignee=self.assignee,
-            created_at=self.created_at,
-            updated_at=self.updated_at,
-            evidence=[
-                Evidence(
-                    evidence_id=e.evidence_id,
-                    kind=EvidenceKind(e.kind),
-                    content_type=e.content_type,
-                    size=int(e.size),
-                    created_at=e.created_at,
-                    uploaded=e.uploaded,
-                    problem=e.problem,
-                    checked_etag=e.checked_etag,
-                )
-                for e in self.evidence or ()
-            ],
-            history=[
-                HistoryEntry(
-                    at=h.at,
-                    actor=h.actor,
-                    action=Action(h.action),
-                    from_status=RefundStatus(h.from_status) if h.from_status else None,
-                    to_status=RefundStatus(h.to_status) if h.to_status else None,
-                    note=h.note,
-                    rule=h.rule,
-                )
-                for h in self.history or ()
-            ],
-            messages=[
-                Message(m.message_id, m.at, m.author_role, m.author, m.body)
-                for m in self.messages or ()
-            ],
-            version=int(self.version or 0),
-        )
+        return load_refund(self.doc, int(self.version or 0))
 
 
 class MessageModel(Model):
@@ -499,7 +239,7 @@ class DynamoOrderRepository:
         model = OrderModel
         condition = model.order_id.does_not_exist() | model.order_version.does_not_exist()
         actions: list[UpdateAction] = [
-            model.order.set(OrderAttribute.from_order(order)),
+            model.doc.set(dump_order(order)),
             model.refunded_total.add(0),
         ]
         if order.version is not None:
@@ -562,13 +302,13 @@ class DynamoRefundRepository:
 
     def get_as_created(self, refund_id: str) -> Refund | None:
         item = _get(RefundModel, refund_id)
-        if item is None or item.created_state is None:
+        if item is None or item.created_doc is None:
             return None
-        return RefundModel.from_raw_data(json.loads(item.created_state)).to_refund()
+        return load_refund(item.created_doc, version=1)
 
     def add(self, refund: Refund) -> None:
         item = RefundModel.from_refund(refund)
-        item.created_state = json.dumps(item.serialize())
+        item.created_doc = item.doc
         try:
             item.save(condition=RefundModel.refund_id.does_not_exist())
         except PutError as error:

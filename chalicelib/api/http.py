@@ -17,13 +17,15 @@ from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools import Logger
 from chalice.app import Chalice, Request, Response
 from pydantic import BaseModel, ValidationError
 
 from chalicelib.adapters.auth import Principal, TokenVerifier, parse_bearer
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools import Logger
 
 from .errors import Forbidden, InvalidRequest, PayloadTooLarge, envelope, error_answer
 
@@ -46,7 +48,13 @@ REQUEST_ID = ContextVar("request_id", default="")
 _CALLER_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 JSON = "application/json"
 
-logger = Logger(service="refunds")
+
+@functools.cache
+def logger() -> Logger:
+    """Structured JSON logs (Powertools), made on first use to keep imports light."""
+    from aws_lambda_powertools import Logger
+
+    return Logger(service="refunds")
 
 
 class Access(Enum):
@@ -103,7 +111,11 @@ def json_response(
     status: int, body: str | dict[str, Any], headers: dict[str, str] | None = None
 ) -> Response:
     """A JSON answer; Chinese text goes out as UTF-8, not as escapes."""
-    text = body if isinstance(body, str) else json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    text = (
+        body
+        if isinstance(body, str)
+        else json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    )
     return Response(
         body=text, status_code=status, headers={"Content-Type": JSON, **(headers or {})}
     )
@@ -112,7 +124,7 @@ def json_response(
 def _error_response(error: Exception) -> Response:
     answer = error_answer(error)
     if answer is None:
-        logger.exception("unexpected fault")
+        logger().exception("unexpected fault")
         return json_response(500, envelope("internal_error", "an unexpected fault; it was logged"))
     return json_response(answer.status, answer.body)
 
@@ -277,12 +289,12 @@ def request_context(request: Request, get_response: Callable[[Request], Response
     """HTTP middleware: the request id on the logs and the response, Chalice's errors enveloped."""
     request_id = request_id_for(request.headers.get("x-request-id", ""))
     token = REQUEST_ID.set(request_id)
-    logger.thread_safe_append_keys(request_id=request_id, path=request.path)
+    logger().thread_safe_append_keys(request_id=request_id, path=request.path)
     try:
         response = get_response(request)
     finally:
         REQUEST_ID.reset(token)
-        logger.thread_safe_remove_keys(["request_id", "path"])
+        logger().thread_safe_remove_keys(["request_id", "path"])
     body = response.body
     if isinstance(body, dict) and "Code" in body:  # never ours: json_response sends text
         # Chalice's own answers (an unserved method, a fault outside a view) in the envelope.

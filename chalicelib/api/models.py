@@ -83,17 +83,18 @@ Id = Annotated[str, Field(min_length=1, max_length=128)]
 class Body(BaseModel):
     """A request body: JSON, strict types, no unknown fields."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    # Validators are built on first use: a cold start pays only for the routes it serves.
+    model_config = ConfigDict(extra="forbid", strict=True, defer_build=True)
 
 
 class Query(BaseModel):
     """Query parameters: text converted to their types, no unknown parameters."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 class Out(BaseModel):
-    model_config = ConfigDict(populate_by_name=True)
+    model_config = ConfigDict(populate_by_name=True, defer_build=True)
 
 
 class UsageIn(Body):

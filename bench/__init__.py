@@ -1,0 +1,1 @@
+"""`make bench`: latency, AWS calls and import time of the hot routes beside their floors."""

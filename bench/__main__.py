@@ -1,0 +1,345 @@
+"""`make bench`: the hot routes against the local stack, each beside its floor.
+
+Prints, for POST /refunds and GET /refunds/{id}: p50 and p95 latency over HTTP (keep-alive),
+AWS calls per request, and the median split of the server's time between the project's own
+code and waiting on AWS. The floors are bare Chalice routes doing one DynamoDB GetItem or
+PutItem, served by the same local server against the same moto server. Then the same routes
+with 10,000 refunds stored instead of 100, and `import app` beside `import boto3`.
+"""
+
+from __future__ import annotations
+
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import requests
+from chalice.app import Chalice, Request, Response
+
+from infra.local.stack import LocalStack, make_http_service
+from infra.local.tokens import LOCAL_DEFAULT_SECRET, mint_token
+
+USER = "u-bench"
+SAMPLES = 300
+WARMUP = 20
+SMALL_STORE = 100
+LARGE_STORE = 10_000
+IMPORT_RUNS = 7
+
+
+@dataclass
+class Meter:
+    """AWS calls and their time, per server thread, for the request that thread serves."""
+
+    local: threading.local = field(default_factory=threading.local)
+    records: list[tuple[float, float, int]] = field(default_factory=list)
+
+    def watch(self, client: Any) -> None:
+        client.meta.events.register("before-call.*.*", self._before)
+        client.meta.events.register("after-call.*.*", self._after)
+
+    def _before(self, **_: Any) -> None:
+        self.local.started = time.perf_counter()
+        self.local.calls = getattr(self.local, "calls", 0) + 1
+
+    def _after(self, **_: Any) -> None:
+        self.local.aws = getattr(self.local, "aws", 0.0) + time.perf_counter() - self.local.started
+
+    def middleware(self, request: Request, get_response: Callable[[Request], Response]) -> Response:
+        self.local.calls, self.local.aws = 0, 0.0
+        started = time.perf_counter()
+        response = get_response(request)
+        self.records.append((time.perf_counter() - started, self.local.aws, self.local.calls))
+        return response
+
+
+@dataclass
+class Figures:
+    name: str
+    latencies: list[float]
+    records: list[tuple[float, float, int]]
+
+    @property
+    def p50(self) -> float:
+        return statistics.median(self.latencies) * 1000
+
+    @property
+    def p95(self) -> float:
+        return statistics.quantiles(self.latencies, n=20)[-1] * 1000
+
+    @property
+    def calls(self) -> float:
+        return statistics.mean(r[2] for r in self.records) if self.records else 1.0
+
+    @property
+    def own_ms(self) -> float:
+        return statistics.median(r[0] - r[1] for r in self.records) * 1000 if self.records else 0.0
+
+    @property
+    def aws_ms(self) -> float:
+        return statistics.median(r[1] for r in self.records) * 1000 if self.records else 0.0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _timed(
+    session: requests.Session, send: Callable[[requests.Session, int], requests.Response], n: int
+) -> list[float]:
+    for i in range(WARMUP):
+        send(session, -1 - i)
+    latencies = []
+    for i in range(n):
+        started = time.perf_counter()
+        answer = send(session, i)
+        latencies.append(time.perf_counter() - started)
+        if answer.status_code >= 300:
+            raise RuntimeError(f"{answer.status_code} {answer.text}")
+    return latencies
+
+
+def _floor_app(endpoint: str, table: str) -> Chalice:
+    import boto3
+
+    dynamodb = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1")
+    dynamodb.create_table(
+        TableName=table,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    dynamodb.put_item(TableName=table, Item={"pk": {"S": "one"}, "v": {"S": "x" * 1000}})
+    floor = Chalice(app_name="floor")
+
+    @floor.route("/get", methods=["GET"])
+    def get() -> dict[str, Any]:
+        return dynamodb.get_item(TableName=table, Key={"pk": {"S": "one"}})["Item"]
+
+    @floor.route("/put", methods=["POST"])
+    def put() -> dict[str, str]:
+        dynamodb.put_item(TableName=table, Item={"pk": {"S": str(time.time_ns())}, "v": {"S": "x"}})
+        return {"ok": "yes"}
+
+    return floor
+
+
+@contextmanager
+def _serving(app: Chalice) -> Iterator[str]:
+    service = make_http_service(app, "127.0.0.1", _free_port())
+    service.start()
+    try:
+        yield service.url
+    finally:
+        service.stop()
+
+
+def _seed(ports: Any, orders: int, refunds: int, tag: str) -> tuple[list[str], list[str]]:
+    """Orders to refund and refunds to read, written straight to the tables in batches."""
+    from chalicelib.adapters.codec import dump_order
+    from chalicelib.adapters.dynamodb import OrderModel, RefundModel
+    from chalicelib.domain.model import (
+        Action,
+        HistoryEntry,
+        Order,
+        OrderKind,
+        OrderStatus,
+        PaymentChannel,
+        PayoutChannel,
+        Reason,
+        Refund,
+        RefundStatus,
+    )
+
+    now = ports.clock.now()
+
+    def order(order_id: str) -> Order:
+        return Order(
+            order_id=order_id,
+            user_id=USER,
+            kind=OrderKind.VIRTUAL,
+            sku="steam-100",
+            category="game-card",
+            list_price=10000,
+            paid_amount=8800,
+            payment_channel=PaymentChannel.ALIPAY,
+            paid_at=now - timedelta(days=1),
+            refund_deadline=now + timedelta(days=30),
+            status=OrderStatus.DELIVERED,
+        )
+
+    order_ids = [f"o-{tag}-{i}" for i in range(orders)]
+    with OrderModel.batch_write() as batch:
+        for order_id in order_ids:
+            batch.save(OrderModel(order_id, doc=dump_order(order(order_id)), refunded_total=0))
+    refund_ids = []
+    with RefundModel.batch_write() as batch:
+        for i in range(refunds):
+            refund_id = ports.ids.new_id("rf_")
+            refund = Refund(
+                refund_id=refund_id,
+                order=order(f"o-{tag}-stored-{i}"),
+                status=RefundStatus.DRAFT,
+                reason=Reason.INVALID_CODE,
+                description="序列号无效，要求退款，截图为证",
+                amount=8800,
+                payout_channel=PayoutChannel.ORIGINAL,
+                channel=PaymentChannel.ALIPAY,
+                gifts_returned=True,
+                fast_track=False,
+                needs_return=False,
+                created_at=now,
+                updated_at=now,
+                history=[HistoryEntry(now, USER, Action.CREATE, None, RefundStatus.DRAFT)],
+            )
+            item = RefundModel.from_refund(refund)
+            item.version = 1
+            batch.save(item)
+            refund_ids.append(refund_id)
+    return order_ids, refund_ids
+
+
+def _measure_routes(
+    api: str,
+    headers: dict[str, str],
+    meter: Meter,
+    orders: list[str],
+    refunds: list[str],
+    label: str,
+) -> list[Figures]:
+    body = '{"order_id": "%s", "reason": "invalid_code", "description": "点卡提示序列号无效，截图为证，要求全额退款"}'
+    results = []
+    with requests.Session() as session:
+
+        def create(s: requests.Session, i: int) -> requests.Response:
+            return s.post(
+                f"{api}/refunds",
+                data=(body % orders[i]).encode(),
+                headers={
+                    **headers,
+                    "Idempotency-Key": f"bench-{label}-{i}",
+                    "Content-Type": "application/json",
+                },
+            )
+
+        def read(s: requests.Session, i: int) -> requests.Response:
+            return s.get(f"{api}/refunds/{refunds[i % len(refunds)]}", headers=headers)
+
+        for name, send in (
+            (f"POST /refunds ({label})", create),
+            (f"GET /refunds/{{id}} ({label})", read),
+        ):
+            meter.records.clear()
+            latencies = _timed(session, send, SAMPLES)
+            results.append(Figures(name, latencies, list(meter.records[WARMUP:])))
+    return results
+
+
+def _import_ms(module: str) -> float:
+    code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
+    runs = [
+        float(
+            subprocess.run(  # noqa: S603 - our own interpreter and code
+                [sys.executable, "-c", code], capture_output=True, text=True, check=True
+            ).stdout
+        )
+        for _ in range(IMPORT_RUNS)
+    ]
+    return statistics.median(runs) * 1000
+
+
+def main() -> int:
+    from app import app
+    from chalicelib import bootstrap
+    from chalicelib.adapters.dynamodb import MODELS
+
+    stack = LocalStack(port=_free_port())
+    meter = Meter()
+    app.register_middleware(meter.middleware, "http")
+    stack.start()
+    try:
+        ports = bootstrap.get_ports()
+        for model in MODELS:
+            meter.watch(model._get_connection().connection.client)
+        meter.watch(ports.evidence.client)  # type: ignore[attr-defined]
+        headers = {"Authorization": "Bearer " + mint_token(LOCAL_DEFAULT_SECRET, USER)}
+        needed = SAMPLES + WARMUP
+
+        small_orders, small_refunds = _seed(ports, needed, SMALL_STORE, "small")
+        rows = _measure_routes(
+            stack.api_url,
+            headers,
+            meter,
+            [*small_orders[WARMUP:], *small_orders[:WARMUP]],
+            small_refunds,
+            f"{SMALL_STORE} stored",
+        )
+
+        with (
+            _serving(_floor_app(stack.aws_endpoint, "bench-floor")) as floor_url,
+            requests.Session() as session,
+        ):
+            floors = [
+                Figures(
+                    "floor: GetItem route",
+                    _timed(session, lambda s, i: s.get(f"{floor_url}/get"), SAMPLES),
+                    [],
+                ),
+                Figures(
+                    "floor: PutItem route",
+                    _timed(session, lambda s, i: s.post(f"{floor_url}/put"), SAMPLES),
+                    [],
+                ),
+            ]
+
+        large_orders, _ = _seed(ports, needed, 0, "large")
+        _, more_refunds = _seed(ports, 0, LARGE_STORE - SMALL_STORE - needed, "filler")
+        large_refunds = [*small_refunds, *more_refunds]
+        rows += _measure_routes(
+            stack.api_url,
+            headers,
+            meter,
+            [*large_orders[WARMUP:], *large_orders[:WARMUP]],
+            large_refunds,
+            f"{LARGE_STORE} stored",
+        )
+    finally:
+        stack.stop()
+
+    floor_get, floor_put = floors[0].p50, floors[1].p50
+    print(
+        f"{'route':<34}{'p50 ms':>8}{'p95 ms':>8}{'floor x':>9}{'AWS calls':>11}{'own ms':>8}{'AWS ms':>8}"
+    )
+    for row in rows:
+        floor = floor_put if row.name.startswith("POST") else floor_get
+        print(
+            f"{row.name:<34}{row.p50:>8.2f}{row.p95:>8.2f}{row.p50 / floor:>9.2f}{row.calls:>11.2f}{row.own_ms:>8.2f}{row.aws_ms:>8.2f}"
+        )
+    for row in floors:
+        print(
+            f"{row.name:<34}{row.p50:>8.2f}{row.p95:>8.2f}{1:>9.2f}{row.calls:>11.2f}{'-':>8}{'-':>8}"
+        )
+    by_name = {row.name: row for row in rows}
+    for route in ("POST /refunds", "GET /refunds/{id}"):
+        small = by_name[f"{route} ({SMALL_STORE} stored)"].p50
+        large = by_name[f"{route} ({LARGE_STORE} stored)"].p50
+        print(f"{route}: p50 with {LARGE_STORE} stored / with {SMALL_STORE} = {large / small:.2f}")
+    app_ms, boto3_ms = _import_ms("app"), _import_ms("boto3")
+    print(
+        f"import app {app_ms:.0f} ms, import boto3 {boto3_ms:.0f} ms: ratio {app_ms / boto3_ms:.2f}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
