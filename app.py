@@ -244,3 +244,6 @@ def post_message(call: Call, refund_id: str) -> MessageOut:
     command = refunds.PostMessage(call.user_id, refund_id, call.body.body)
     message = refunds.post_message(get_ports(), command)
     return MessageOut(at=message.at, author_role="user", body=message.body)
+
+
+api.answer_other_methods()

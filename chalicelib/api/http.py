@@ -27,6 +27,8 @@ from chalicelib.adapters.auth import Principal, TokenVerifier, parse_bearer
 if TYPE_CHECKING:
     from aws_lambda_powertools import Logger
 
+from chalicelib.service.exceptions import NotFound
+
 from .errors import Forbidden, InvalidRequest, PayloadTooLarge, envelope, error_answer
 
 __all__ = [
@@ -44,6 +46,8 @@ __all__ = [
 ]
 
 MAX_BODY_BYTES = 64 * 1024
+MAX_PATH_ID = 128
+OTHER_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 REQUEST_ID = ContextVar("request_id", default="")
 _CALLER_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 JSON = "application/json"
@@ -258,6 +262,10 @@ class Router:
                         headers=request.headers,
                         raw_body=raw,
                     )
+                    for value in path_params.values():
+                        if len(value) > MAX_PATH_ID:
+                            # No stored id is that long; DynamoDB would refuse the key.
+                            raise NotFound("resource", value[:MAX_PATH_ID] + "...")
                     result = view(call, **path_params)
                 except Exception as error:
                     return _error_response(error)
@@ -275,6 +283,32 @@ class Router:
             return handle
 
         return register
+
+    def answer_other_methods(self) -> None:
+        """Route every other method of a known path to a 405 in the envelope.
+
+        API Gateway answers a method it has no integration for as a missing route (404), so
+        the contract's 405 needs these methods to reach the function, deployed as locally.
+        """
+        served: dict[str, set[str]] = {}
+        for spec in self.specs:
+            served.setdefault(spec.path, set()).add(spec.method)
+        for number, (path, methods) in enumerate(sorted(served.items())):
+            allow = ", ".join(sorted(methods))
+            others = [m for m in OTHER_METHODS if m not in methods]
+
+            def not_allowed(allow: str = allow, **_: str) -> Response:
+                request = self._app.current_request
+                method = request.method if request else "this method"
+                return json_response(
+                    405,
+                    envelope("method_not_allowed", f"{method} is not served here; use {allow}"),
+                    {"Allow": allow},
+                )
+
+            self._app.route(
+                path, methods=others, content_types=["*/*"], name=f"method_not_allowed_{number}"
+            )(not_allowed)
 
 
 def request_id_for(given: str) -> str:
