@@ -318,10 +318,20 @@ class DynamoRefundRepository:
         refund.version = int(item.version or 0)
 
     def save(self, refund: Refund) -> None:
+        """One UpdateItem, conditional on the version read; ``created_doc`` stays as it was."""
         item = RefundModel.from_refund(refund)
+        model = RefundModel
         try:
-            item.save(add_version_condition=True)
-        except PutError as error:
+            item.update(
+                actions=[
+                    model.user_id.set(item.user_id),
+                    model.status.set(item.status),
+                    model.user_status.set(item.user_status),
+                    model.queue_rank.set(item.queue_rank),
+                    model.doc.set(item.doc),
+                ]
+            )
+        except UpdateError as error:
             if _lost_condition(error):
                 raise Conflict("the refund was changed by another request; retry") from error
             raise
