@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
@@ -323,12 +324,21 @@ def request_context(request: Request, get_response: Callable[[Request], Response
     """HTTP middleware: the request id on the logs and the response, Chalice's errors enveloped."""
     request_id = request_id_for(request.headers.get("x-request-id", ""))
     token = REQUEST_ID.set(request_id)
-    logger().thread_safe_append_keys(request_id=request_id, path=request.path)
+    log = logger()
+    log.thread_safe_append_keys(request_id=request_id, method=request.method, path=request.path)
+    started = time.perf_counter()
     try:
         response = get_response(request)
+        log.info(
+            "answered",
+            extra={
+                "status": response.status_code,
+                "ms": round((time.perf_counter() - started) * 1000, 2),
+            },
+        )
     finally:
         REQUEST_ID.reset(token)
-        logger().thread_safe_remove_keys(["request_id", "path"])
+        log.thread_safe_remove_keys(["request_id", "method", "path"])
     body = response.body
     if isinstance(body, dict) and "Code" in body:  # never ours: json_response sends text
         # Chalice's own answers (an unserved method, a fault outside a view) in the envelope.

@@ -57,6 +57,9 @@ class _RequestHandler(ChaliceRequestHandler):
     # ~40 ms for the client's delayed ACK (DESIGN.md, field notes).
     disable_nagle_algorithm = True
 
+    def log_message(self, format: str, *args: Any) -> None:
+        """The app logs every request as JSON with its request id; no second, plain line."""
+
     def _parse_payload(self) -> tuple[dict[str, Any], bytes | None]:
         headers, body = super()._parse_payload()
         if body is None and "chunked" in self.headers.get("transfer-encoding", "").lower():
