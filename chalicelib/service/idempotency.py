@@ -9,6 +9,7 @@ created, so success costs no extra write.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -20,7 +21,7 @@ from .exceptions import IdempotencyKeyInFlight, IdempotencyKeyReused, ServiceErr
 from .ports import IdempotencyRecord, Ports
 from .refunds import CreateRefund, create_refund
 
-__all__ = ["Answer", "create_refund_once"]
+__all__ = ["Answer", "create_refund_once", "scope_key"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,11 @@ class Answer:
 
     status_code: int
     body: str
+
+
+def scope_key(user_id: str, key: str) -> str:
+    """A key's scope is its caller, encoded so that no (user, key) pair reads like another."""
+    return json.dumps([user_id, key], ensure_ascii=False, separators=(",", ":"))
 
 
 def create_refund_once(
@@ -44,7 +50,7 @@ def create_refund_once(
     config = ports.config
     lease_until = now + timedelta(seconds=config.idempotency_lease_seconds)
     fresh = IdempotencyRecord(
-        scope_key=f"{command.user_id}#{key}",
+        scope_key=scope_key(command.user_id, key),
         fingerprint=fingerprint,
         refund_id=ports.ids.new_id("rf_"),
         lease_until=lease_until,

@@ -270,7 +270,8 @@ def post_message(ports: Ports, command: PostMessage) -> Message:
     )
     ports.messages.append(refund.refund_id, message)
     for attempt in range(MESSAGE_SAVE_ATTEMPTS):
-        refund.messages = [*refund.messages, message][-ports.config.recent_messages :]
+        keep = ports.config.recent_messages
+        refund.messages = [*refund.messages, message][-keep:] if keep else []
         refund.updated_at = message.at
         try:
             ports.refunds.save(refund)

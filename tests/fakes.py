@@ -1,0 +1,465 @@
+"""In-memory fakes of every port in ``chalicelib.service.ports``, with the DynamoDB/S3 semantics.
+
+The fakes keep the rules the adapters get from the database (conditional booking, optimistic
+versions, conditional idempotency claims) so that the use cases can be tested in
+milliseconds, and the contract suite (tests/integration/test_repositories.py) runs the same
+tests against these fakes and the moto-backed adapters to keep both honest.
+
+Everything is deep-copied on the way in and out, as a database would: a use case that
+mutates a loaded object without saving it changes nothing, and a test notices.
+
+Fault injection: every fake repository has ``fail_next(method, error)`` (the next call of
+``method`` raises ``error``, a RuntimeError by default: a process dying half-way) and
+``before_next(method, hook)`` (run ``hook`` just before the next call: a concurrent request
+slipping in between a read and a write). ``calls`` counts the calls of each method.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from chalicelib.domain.model import (
+    Message,
+    Order,
+    OrderBooking,
+    OrderKind,
+    OrderStatus,
+    PaymentChannel,
+    PayoutChannel,
+    Reason,
+    Refund,
+    RefundStatus,
+)
+from chalicelib.service.exceptions import Conflict, IdempotencyKeyInFlight
+from chalicelib.service.ports import (
+    IdempotencyRecord,
+    Page,
+    Ports,
+    PresignedUpload,
+    ServiceConfig,
+    StoredObject,
+    StoredOrder,
+)
+
+__all__ = [
+    "NOW",
+    "FakeClock",
+    "FakeEvidenceStore",
+    "FakeIdempotencyStore",
+    "FakeMessageLog",
+    "FakeOrderRepository",
+    "FakeRefundRepository",
+    "PresignRequest",
+    "SequentialIds",
+    "make_ports",
+    "sample_order",
+    "sample_refund",
+]
+
+NOW = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
+"""Where both fake clocks start: the same instant as the unit suite's ``NOW``."""
+
+HEAD_BYTES = 16
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+class _Faults:
+    """Fault and interleaving injection shared by the fake repositories."""
+
+    def __init__(self) -> None:
+        self._errors: dict[str, BaseException] = {}
+        self._hooks: dict[str, Callable[[], object]] = {}
+        self.calls: Counter[str] = Counter()
+
+    def fail_next(self, method: str, error: BaseException | None = None) -> None:
+        """The next call of ``method`` raises ``error`` (default: a crash) before doing anything."""
+        self._errors[method] = error or RuntimeError(f"injected crash in {method}")
+
+    def before_next(self, method: str, hook: Callable[[], object]) -> None:
+        """Run ``hook`` once, just before the next call of ``method`` does its work."""
+        self._hooks[method] = hook
+
+    def _enter(self, method: str) -> None:
+        self.calls[method] += 1
+        hook = self._hooks.pop(method, None)
+        if hook is not None:
+            hook()
+        error = self._errors.pop(method, None)
+        if error is not None:
+            raise error
+
+
+# --- clock and ids -------------------------------------------------------------------------
+
+
+class FakeClock:
+    """Both clocks of the Clock port, settable apart; ``advance`` moves both (time passes)."""
+
+    def __init__(self, now: datetime = NOW, wall: datetime | None = None) -> None:
+        self._now = now
+        self._wall = wall or now
+
+    def now(self) -> datetime:
+        return self._now
+
+    def wall_now(self) -> datetime:
+        return self._wall
+
+    def set(self, now: datetime | None = None, *, wall: datetime | None = None) -> None:
+        """Set the business clock (``now``) and/or the wall clock."""
+        if now is not None:
+            self._now = now
+        if wall is not None:
+            self._wall = wall
+
+    def advance(self, delta: timedelta | None = None, **parts: float) -> None:
+        """Let time pass on both clocks: ``advance(hours=26)`` or ``advance(timedelta(...))``."""
+        step = (delta or timedelta()) + timedelta(**parts)
+        self._now += step
+        self._wall += step
+
+
+def _crockford(value: int, length: int) -> str:
+    chars = []
+    for _ in range(length):
+        value, digit = divmod(value, 32)
+        chars.append(_CROCKFORD[digit])
+    return "".join(reversed(chars))
+
+
+class SequentialIds:
+    """ULID-shaped ids (26 Crockford characters) from the wall clock and a counter.
+
+    Deterministic, and time-ordered like the real generator: a later wall-clock millisecond
+    gives a greater id, and ids minted in one millisecond increase.
+    """
+
+    def __init__(self, clock: FakeClock) -> None:
+        self._clock = clock
+        self._last = 0
+
+    def new_id(self, prefix: str) -> str:
+        millis = int(self._clock.wall_now().timestamp() * 1000)
+        value = max(millis << 80, self._last + 1)
+        self._last = value
+        return prefix + _crockford(value, 26)
+
+
+# --- orders --------------------------------------------------------------------------------
+
+
+@dataclass
+class _OrderRow:
+    order: Order
+    booking: OrderBooking
+    booked_at: datetime | None
+
+
+class FakeOrderRepository(_Faults):
+    """Orders with the adapter's conditional writes: version ordering and E4 booking."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._rows: dict[str, _OrderRow] = {}
+
+    def get(self, order_id: str) -> StoredOrder | None:
+        self._enter("get")
+        row = self._rows.get(order_id)
+        return self._stored(row) if row else None
+
+    def upsert(self, order: Order) -> StoredOrder:
+        self._enter("upsert")
+        row = self._rows.get(order.order_id)
+        if row is None:
+            row = _OrderRow(copy.deepcopy(order), OrderBooking(), None)
+            self._rows[order.order_id] = row
+            return self._stored(row)
+        stored_version = row.order.version
+        applies = stored_version is None or (
+            order.version is not None and stored_version <= order.version
+        )
+        if applies:
+            # The booking fields are the refunds' business, never the order system's.
+            row.order = copy.deepcopy(order)
+        return self._stored(row)
+
+    def book_refund(
+        self, order_id: str, refund_id: str, amount: int, seen: OrderBooking, at: datetime
+    ) -> None:
+        self._enter("book_refund")
+        row = self._rows.get(order_id)
+        if (
+            row is None
+            or row.booking.refunded_total != seen.refunded_total
+            or row.booking.open_refund_id is not None
+        ):
+            raise Conflict("a refund for this order is already open", rule="E4")
+        row.booking = replace(row.booking, open_refund_id=refund_id, open_refund_amount=amount)
+        row.booked_at = at
+
+    def settle_refund(self, order_id: str, refund_id: str, paid_amount: int) -> None:
+        self._enter("settle_refund")
+        row = self._rows.get(order_id)
+        if row is None or row.booking.open_refund_id != refund_id:
+            return
+        row.booking = OrderBooking(refunded_total=row.booking.refunded_total + paid_amount)
+        row.booked_at = None
+
+    @staticmethod
+    def _stored(row: _OrderRow) -> StoredOrder:
+        return StoredOrder(copy.deepcopy(row.order), row.booking, row.booked_at)
+
+
+# --- refunds -------------------------------------------------------------------------------
+
+
+class FakeRefundRepository(_Faults):
+    """Refunds with optimistic versions, their state as created, and the per-user index."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._items: dict[str, Refund] = {}
+        self._created: dict[str, Refund] = {}
+
+    def get(self, refund_id: str) -> Refund | None:
+        self._enter("get")
+        item = self._items.get(refund_id)
+        return copy.deepcopy(item) if item else None
+
+    def get_as_created(self, refund_id: str) -> Refund | None:
+        self._enter("get_as_created")
+        item = self._created.get(refund_id)
+        return copy.deepcopy(item) if item else None
+
+    def add(self, refund: Refund) -> None:
+        self._enter("add")
+        if refund.refund_id in self._items:
+            raise Conflict(f"refund {refund.refund_id} exists")
+        stored = copy.deepcopy(refund)
+        stored.version = 1
+        self._items[refund.refund_id] = stored
+        # The refund exactly as this add stored it, version 1 included; saves never touch it.
+        self._created[refund.refund_id] = copy.deepcopy(stored)
+        refund.version = 1
+
+    def save(self, refund: Refund) -> None:
+        self._enter("save")
+        current = self._items.get(refund.refund_id)
+        # DynamoDB's version condition: the stored version equals the one read, or, for a
+        # version of 0, no version stored at all.
+        current_version = current.version if current else 0
+        if refund.version != current_version:
+            raise Conflict("the refund was changed by another request; retry")
+        stored = copy.deepcopy(refund)
+        stored.version = current_version + 1
+        self._items[refund.refund_id] = stored
+        refund.version = stored.version
+
+    def list_for_user(
+        self, user_id: str, status: RefundStatus | None, limit: int, cursor: str | None
+    ) -> Page:
+        self._enter("list_for_user")
+        found = sorted(
+            (
+                r
+                for r in self._items.values()
+                if r.user_id == user_id
+                and (status is None or r.status is status)
+                and (cursor is None or r.refund_id < cursor)
+            ),
+            key=lambda r: r.refund_id,
+            reverse=True,
+        )
+        items = [copy.deepcopy(r) for r in found[:limit]]
+        more = len(found) > limit
+        return Page(items=items, next_cursor=items[-1].refund_id if more else None)
+
+    def all(self) -> list[Refund]:
+        """Every stored refund (a test's view of the table), oldest first."""
+        return [copy.deepcopy(self._items[key]) for key in sorted(self._items)]
+
+
+class FakeMessageLog(_Faults):
+    """The unbounded message log, one entry per (refund, message id) like the table."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._messages: dict[str, dict[str, Message]] = {}
+
+    def append(self, refund_id: str, message: Message) -> None:
+        self._enter("append")
+        self._messages.setdefault(refund_id, {})[message.message_id] = message
+
+    def for_refund(self, refund_id: str) -> list[Message]:
+        """The refund's messages in id (time) order, as a Query on the table returns them."""
+        kept = self._messages.get(refund_id, {})
+        return [kept[key] for key in sorted(kept)]
+
+
+# --- evidence ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PresignRequest:
+    key: str
+    content_type: str
+    max_size: int
+    expires_at: datetime
+
+
+class FakeEvidenceStore(_Faults):
+    """An S3 bucket in memory: tests put objects under any key, as a (lying) client could."""
+
+    URL = "https://evidence.fake.local/"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._objects: dict[str, bytes] = {}
+        self.presigned: list[PresignRequest] = []
+
+    def put(self, key: str, data: bytes) -> None:
+        """An upload landed under ``key``: S3 emulators do not enforce the POST policy."""
+        self._objects[key] = bytes(data)
+
+    def delete(self, key: str) -> None:
+        self._objects.pop(key, None)
+
+    def keys(self) -> list[str]:
+        return sorted(self._objects)
+
+    def presign_upload(
+        self, key: str, content_type: str, max_size: int, expires_at: datetime
+    ) -> PresignedUpload:
+        self._enter("presign_upload")
+        self.presigned.append(PresignRequest(key, content_type, max_size, expires_at))
+        fields = {
+            "key": key,
+            "Content-Type": content_type,
+            "x-fake-content-length-range": f"1,{max_size}",
+            "x-fake-expires": expires_at.isoformat(),
+        }
+        return PresignedUpload(url=self.URL, fields=fields, expires_at=expires_at)
+
+    def inspect(self, key: str) -> StoredObject | None:
+        self._enter("inspect")
+        data = self._objects.get(key)
+        if data is None:
+            return None
+        etag = '"' + hashlib.md5(data, usedforsecurity=False).hexdigest() + '"'
+        return StoredObject(size=len(data), etag=etag, head=data[:HEAD_BYTES])
+
+
+# --- idempotency ---------------------------------------------------------------------------
+
+
+class FakeIdempotencyStore(_Faults):
+    """Idempotency keys with the adapter's conditions: live claims win, expired keys are free."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._records: dict[str, IdempotencyRecord] = {}
+
+    def get(self, scope_key: str) -> IdempotencyRecord | None:
+        """A test's look at a stored key."""
+        return self._records.get(scope_key)
+
+    def claim(self, record: IdempotencyRecord, now: datetime) -> IdempotencyRecord | None:
+        self._enter("claim")
+        held = self._records.get(record.scope_key)
+        if held is None or held.expires_at < now:
+            # A new claim carries no answer yet, whatever the record passed in says.
+            self._records[record.scope_key] = replace(record, status_code=None, body=None)
+            return None
+        return held
+
+    def take_over(self, record: IdempotencyRecord, lease_until: datetime) -> None:
+        self._enter("take_over")
+        held = self._records.get(record.scope_key)
+        if held is None or held.lease_until != record.lease_until or held.body is not None:
+            raise IdempotencyKeyInFlight()
+        self._records[record.scope_key] = replace(held, lease_until=lease_until)
+
+    def finish(self, scope_key: str, status_code: int, body: str) -> None:
+        self._enter("finish")
+        held = self._records.get(scope_key)
+        if held is not None:
+            self._records[scope_key] = replace(held, status_code=status_code, body=body)
+
+    def release(self, scope_key: str, now: datetime) -> None:
+        self._enter("release")
+        held = self._records.get(scope_key)
+        if held is not None:
+            self._records[scope_key] = replace(held, lease_until=now)
+
+
+# --- wiring and builders -------------------------------------------------------------------
+
+
+def make_ports(
+    clock: FakeClock | None = None, config: ServiceConfig | None = None, **overrides: Any
+) -> Ports:
+    """Ports built from fresh fakes; ``overrides`` replace single ports by name."""
+    clock = clock or FakeClock()
+    parts: dict[str, Any] = {
+        "orders": FakeOrderRepository(),
+        "refunds": FakeRefundRepository(),
+        "messages": FakeMessageLog(),
+        "evidence": FakeEvidenceStore(),
+        "idempotency": FakeIdempotencyStore(),
+        "clock": clock,
+        "ids": SequentialIds(clock),
+        "config": config or ServiceConfig(),
+    }
+    parts.update(overrides)
+    return Ports(**parts)
+
+
+def sample_order(now: datetime = NOW, **overrides: Any) -> Order:
+    """A paid, delivered, unused virtual order of 100.00 CNY, refundable for a week from ``now``."""
+    fields: dict[str, Any] = {
+        "order_id": "o-1001",
+        "user_id": "u-1",
+        "kind": OrderKind.VIRTUAL,
+        "sku": "steam-100",
+        "title": "Steam 100",
+        "category": "game-card",
+        "list_price": 10000,
+        "paid_amount": 10000,
+        "payment_channel": PaymentChannel.ALIPAY,
+        "channel_trade_no": "2026112022001",
+        "paid_at": now - timedelta(days=2),
+        "refund_deadline": now + timedelta(days=7),
+        "status": OrderStatus.DELIVERED,
+        "service_completion": Decimal(0),
+    }
+    fields.update(overrides)
+    return Order(**fields)
+
+
+def sample_refund(refund_id: str, now: datetime = NOW, **overrides: Any) -> Refund:
+    """A refund in ``draft`` of ``sample_order()`` (or ``order=``), created at ``now``."""
+    order = overrides.pop("order", None) or sample_order(now)
+    fields: dict[str, Any] = {
+        "refund_id": refund_id,
+        "order": order,
+        "status": RefundStatus.DRAFT,
+        "reason": Reason.INVALID_CODE,
+        "description": "订单 o-1001 的点卡到账后提示序列号无效，要求全额退款",
+        "amount": order.paid_amount,
+        "payout_channel": PayoutChannel.ORIGINAL,
+        "channel": order.payment_channel,
+        "gifts_returned": True,
+        "fast_track": False,
+        "needs_return": False,
+        "created_at": now,
+        "updated_at": now,
+    }
+    fields.update(overrides)
+    return Refund(**fields)
