@@ -137,7 +137,7 @@ def _fingerprint(raw_body: bytes) -> str:
     body=CreateRefundIn,
     response=RefundOut,
     status=201,
-    errors=(409, 422),
+    errors=(404, 409, 422),
     headers=("Idempotency-Key",),
     summary="Open a refund of an order (F1)",
 )

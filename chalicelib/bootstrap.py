@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +19,9 @@ _ports: Ports | None = None
 _verifier: TokenVerifier | None = None
 
 
+@functools.cache
 def _s3_client(settings: Settings) -> Any:
+    """One S3 client per process and settings (a client costs a botocore session to build)."""
     import boto3
     from botocore.config import Config
 

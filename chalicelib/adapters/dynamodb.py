@@ -217,9 +217,11 @@ def bind_models(settings: Settings) -> None:
         IdempotencyModel: settings.idempotency_table,
     }
     for model, table_name in names.items():
-        model.Meta.table_name = table_name
-        model.Meta.region = settings.region
-        model.Meta.host = settings.aws_endpoint_url
+        binding = (table_name, settings.region, settings.aws_endpoint_url)
+        meta = model.Meta
+        if (meta.table_name, getattr(meta, "region", None), getattr(meta, "host", None)) == binding:
+            continue  # keep the connection: each new one builds a botocore session (~0.1 s)
+        meta.table_name, meta.region, meta.host = binding
         model._connection = None
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -62,16 +62,16 @@ MAX_TEXT = 2000
 REFUND_ID_PATTERN = r"^rf_[0-9A-HJKMNP-TV-Z]{26}$"
 
 
-def _no_text_numbers(value: Any) -> Any:
-    """A number field takes a JSON number, never a string that looks like one."""
-    if isinstance(value, str):
-        raise ValueError("must be a JSON number, not a string")
-    return value
+def _json_number(value: Any) -> Any:
+    """A number field takes a JSON number, never a string or a boolean that looks like one."""
+    if isinstance(value, str | bool) or not isinstance(value, int | float | Decimal):
+        raise ValueError("must be a JSON number")
+    return Decimal(str(value))
 
 
 Ratio = Annotated[
     Decimal,
-    BeforeValidator(_no_text_numbers),
+    BeforeValidator(_json_number),
     Field(ge=0, le=1, decimal_places=4),
     PlainSerializer(float, return_type=float, when_used="json"),
 ]
@@ -159,8 +159,8 @@ class OrderIn(Body):
             currency=self.currency,
             payment_channel=self.payment_channel,
             channel_trade_no=self.channel_trade_no,
-            paid_at=self.paid_at,
-            refund_deadline=self.refund_deadline,
+            paid_at=self.paid_at.astimezone(UTC),
+            refund_deadline=self.refund_deadline.astimezone(UTC),
             status=self.status,
             usage=Usage(self.usage.total_units, self.usage.used_units) if self.usage else None,
             service_completion=self.service_completion,
