@@ -50,7 +50,7 @@ MAX_BODY_BYTES = 64 * 1024
 MAX_PATH_ID = 128
 OTHER_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 REQUEST_ID = ContextVar("request_id", default="")
-_CALLER_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_CALLER_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,200}$")  # visible ASCII: safe in a header
 JSON = "application/json"
 
 

@@ -26,6 +26,12 @@ _ERROR_TEXT = {
     500: "Unexpected fault (internal_error)",
 }
 _REF = "#/components/schemas/{model}"
+_REQUEST_ID_HEADER = {
+    "X-Request-Id": {
+        "description": "The caller's X-Request-Id if it sent one, else a new one",
+        "schema": {"type": "string"},
+    }
+}
 
 
 def _error_statuses(spec: RouteSpec) -> list[int]:
@@ -34,8 +40,8 @@ def _error_statuses(spec: RouteSpec) -> list[int]:
         statuses |= {401}
         if spec.access is not Access.USER:
             statuses |= {403}
-    if spec.body is not None:
-        statuses |= {413}
+    # Every route reads its body, and refuses one over 64 KiB, whether it takes one or not.
+    statuses |= {413}
     if _PATH_PARAM.search(spec.path):
         statuses |= {404}
     return sorted(statuses)
@@ -80,12 +86,14 @@ def build_openapi(specs: list[RouteSpec], title: str, version: str) -> dict[str,
         responses: dict[str, Any] = {
             str(spec.status): {
                 "description": "OK",
+                "headers": _REQUEST_ID_HEADER,
                 "content": {"application/json": {"schema": refs[(spec.response, "serialization")]}},
             }
         }
         for status in _error_statuses(spec):
             responses[str(status)] = {
                 "description": _ERROR_TEXT[status],
+                "headers": _REQUEST_ID_HEADER,
                 "content": {"application/json": {"schema": error_ref}},
             }
         operation: dict[str, Any] = {
