@@ -9,6 +9,7 @@ with 10,000 refunds stored instead of 100, and `import app` beside `import boto3
 
 from __future__ import annotations
 
+import os
 import socket
 import statistics
 import subprocess
@@ -94,19 +95,26 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _timed(
-    session: requests.Session, send: Callable[[requests.Session, int], requests.Response], n: int
-) -> list[float]:
-    for i in range(WARMUP):
-        send(session, -1 - i)
-    latencies = []
-    for i in range(n):
-        started = time.perf_counter()
-        answer = send(session, i)
-        latencies.append(time.perf_counter() - started)
-        if answer.status_code >= 300:
-            raise RuntimeError(f"{answer.status_code} {answer.text}")
-    return latencies
+Send = Callable[[requests.Session, int], requests.Response]
+
+
+def _timed_pair(route: Send, floor: Send, n: int) -> tuple[list[float], list[float]]:
+    """Latencies of a route and its floor, sent alternately so both see the same machine."""
+    timings: tuple[list[float], list[float]] = ([], [])
+    with requests.Session() as route_session, requests.Session() as floor_session:
+        for i in range(-WARMUP, n):
+            for send, session, latencies in (
+                (route, route_session, timings[0]),
+                (floor, floor_session, timings[1]),
+            ):
+                started = time.perf_counter()
+                answer = send(session, i)
+                elapsed = time.perf_counter() - started
+                if answer.status_code >= 300:
+                    raise RuntimeError(f"{answer.status_code} {answer.text}")
+                if i >= 0:
+                    latencies.append(elapsed)
+    return timings
 
 
 def _floor_app(endpoint: str, table: str) -> Chalice:
@@ -209,39 +217,45 @@ def _seed(ports: Any, orders: int, refunds: int, tag: str) -> tuple[list[str], l
     return order_ids, refund_ids
 
 
-def _measure_routes(
+def _measure_phase(
     api: str,
+    floor_url: str,
     headers: dict[str, str],
     meter: Meter,
     orders: list[str],
     refunds: list[str],
     label: str,
-) -> list[Figures]:
+) -> list[tuple[Figures, Figures]]:
+    """Each hot route beside its floor: (POST /refunds, PutItem), (GET /refunds/{id}, GetItem)."""
     body = '{"order_id": "%s", "reason": "invalid_code", "description": "点卡提示序列号无效，截图为证，要求全额退款"}'
+
+    def create(s: requests.Session, i: int) -> requests.Response:
+        return s.post(
+            f"{api}/refunds",
+            data=(body % orders[i]).encode(),
+            headers={
+                **headers,
+                "Idempotency-Key": f"bench-{label}-{i}",
+                "Content-Type": "application/json",
+            },
+        )
+
+    def read(s: requests.Session, i: int) -> requests.Response:
+        return s.get(f"{api}/refunds/{refunds[i % len(refunds)]}", headers=headers)
+
     results = []
-    with requests.Session() as session:
-
-        def create(s: requests.Session, i: int) -> requests.Response:
-            return s.post(
-                f"{api}/refunds",
-                data=(body % orders[i]).encode(),
-                headers={
-                    **headers,
-                    "Idempotency-Key": f"bench-{label}-{i}",
-                    "Content-Type": "application/json",
-                },
+    for name, send, floor_name, floor in (
+        ("POST /refunds", create, "floor PutItem", lambda s, i: s.post(f"{floor_url}/put")),
+        ("GET /refunds/{id}", read, "floor GetItem", lambda s, i: s.get(f"{floor_url}/get")),
+    ):
+        meter.records.clear()
+        route_times, floor_times = _timed_pair(send, floor, SAMPLES)
+        results.append(
+            (
+                Figures(f"{name} ({label})", route_times, list(meter.records[WARMUP:])),
+                Figures(f"{floor_name} ({label})", floor_times, []),
             )
-
-        def read(s: requests.Session, i: int) -> requests.Response:
-            return s.get(f"{api}/refunds/{refunds[i % len(refunds)]}", headers=headers)
-
-        for name, send in (
-            (f"POST /refunds ({label})", create),
-            (f"GET /refunds/{{id}} ({label})", read),
-        ):
-            meter.records.clear()
-            latencies = _timed(session, send, SAMPLES)
-            results.append(Figures(name, latencies, list(meter.records[WARMUP:])))
+        )
     return results
 
 
@@ -258,7 +272,23 @@ def _import_ms(module: str) -> float:
     return statistics.median(runs) * 1000
 
 
+def _print_table(pairs: list[tuple[Figures, Figures]]) -> None:
+    print(
+        f"{'route':<34}{'p50 ms':>8}{'p95 ms':>8}{'floor x':>9}{'AWS calls':>11}"
+        f"{'own ms':>8}{'AWS ms':>8}"
+    )
+    for row, floor in pairs:
+        print(
+            f"{row.name:<34}{row.p50:>8.2f}{row.p95:>8.2f}{row.p50 / floor.p50:>9.2f}"
+            f"{row.calls:>11.2f}{row.own_ms:>8.2f}{row.aws_ms:>8.2f}"
+        )
+        print(
+            f"{floor.name:<34}{floor.p50:>8.2f}{floor.p95:>8.2f}{1:>9.2f}{1:>11.2f}{'-':>8}{'-':>8}"
+        )
+
+
 def main() -> int:
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
     from app import app
     from chalicelib import bootstrap
     from chalicelib.adapters.dynamodb import MODELS
@@ -267,6 +297,7 @@ def main() -> int:
     meter = Meter()
     app.register_middleware(meter.middleware, "http")
     stack.start()
+    phases: list[list[tuple[Figures, Figures]]] = []
     try:
         ports = bootstrap.get_ports()
         for model in MODELS:
@@ -274,66 +305,27 @@ def main() -> int:
         meter.watch(ports.evidence.client)  # type: ignore[attr-defined]
         headers = {"Authorization": "Bearer " + mint_token(LOCAL_DEFAULT_SECRET, USER)}
         needed = SAMPLES + WARMUP
-
-        small_orders, small_refunds = _seed(ports, needed, SMALL_STORE, "small")
-        rows = _measure_routes(
-            stack.api_url,
-            headers,
-            meter,
-            [*small_orders[WARMUP:], *small_orders[:WARMUP]],
-            small_refunds,
-            f"{SMALL_STORE} stored",
-        )
-
-        with (
-            _serving(_floor_app(stack.aws_endpoint, "bench-floor")) as floor_url,
-            requests.Session() as session,
-        ):
-            floors = [
-                Figures(
-                    "floor: GetItem route",
-                    _timed(session, lambda s, i: s.get(f"{floor_url}/get"), SAMPLES),
-                    [],
-                ),
-                Figures(
-                    "floor: PutItem route",
-                    _timed(session, lambda s, i: s.post(f"{floor_url}/put"), SAMPLES),
-                    [],
-                ),
-            ]
-
-        large_orders, _ = _seed(ports, needed, 0, "large")
-        _, more_refunds = _seed(ports, 0, LARGE_STORE - SMALL_STORE - needed, "filler")
-        large_refunds = [*small_refunds, *more_refunds]
-        rows += _measure_routes(
-            stack.api_url,
-            headers,
-            meter,
-            [*large_orders[WARMUP:], *large_orders[:WARMUP]],
-            large_refunds,
-            f"{LARGE_STORE} stored",
-        )
+        with _serving(_floor_app(stack.aws_endpoint, "bench-floor")) as floor_url:
+            orders, refunds = _seed(ports, needed, SMALL_STORE, "small")
+            for stored in (SMALL_STORE, LARGE_STORE):
+                if stored > len(refunds):
+                    orders, _ = _seed(ports, needed, 0, "large")
+                    _, more = _seed(ports, 0, stored - len(refunds) - needed, "filler")
+                    refunds = [*refunds, *more]
+                label = f"{stored} stored"
+                ordered = [*orders[WARMUP:], *orders[:WARMUP]]
+                phases.append(
+                    _measure_phase(
+                        stack.api_url, floor_url, headers, meter, ordered, refunds, label
+                    )
+                )
     finally:
         stack.stop()
 
-    floor_get, floor_put = floors[0].p50, floors[1].p50
-    print(
-        f"{'route':<34}{'p50 ms':>8}{'p95 ms':>8}{'floor x':>9}{'AWS calls':>11}{'own ms':>8}{'AWS ms':>8}"
-    )
-    for row in rows:
-        floor = floor_put if row.name.startswith("POST") else floor_get
-        print(
-            f"{row.name:<34}{row.p50:>8.2f}{row.p95:>8.2f}{row.p50 / floor:>9.2f}{row.calls:>11.2f}{row.own_ms:>8.2f}{row.aws_ms:>8.2f}"
-        )
-    for row in floors:
-        print(
-            f"{row.name:<34}{row.p50:>8.2f}{row.p95:>8.2f}{1:>9.2f}{row.calls:>11.2f}{'-':>8}{'-':>8}"
-        )
-    by_name = {row.name: row for row in rows}
-    for route in ("POST /refunds", "GET /refunds/{id}"):
-        small = by_name[f"{route} ({SMALL_STORE} stored)"].p50
-        large = by_name[f"{route} ({LARGE_STORE} stored)"].p50
-        print(f"{route}: p50 with {LARGE_STORE} stored / with {SMALL_STORE} = {large / small:.2f}")
+    _print_table([pair for phase in phases for pair in phase])
+    for index, route in enumerate(("POST /refunds", "GET /refunds/{id}")):
+        ratio = phases[1][index][0].p50 / phases[0][index][0].p50
+        print(f"{route}: p50 with {LARGE_STORE} stored / with {SMALL_STORE} = {ratio:.2f}")
     app_ms, boto3_ms = _import_ms("app"), _import_ms("boto3")
     print(
         f"import app {app_ms:.0f} ms, import boto3 {boto3_ms:.0f} ms: ratio {app_ms / boto3_ms:.2f}"
