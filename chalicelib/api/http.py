@@ -15,8 +15,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
@@ -24,13 +23,12 @@ from chalice.app import Chalice, Request, Response
 from pydantic import BaseModel, ValidationError
 
 from chalicelib.adapters.auth import Principal, TokenVerifier, parse_bearer
-
-if TYPE_CHECKING:
-    from aws_lambda_powertools import Logger
-
 from chalicelib.service.exceptions import NotFound
 
 from .errors import Forbidden, InvalidRequest, PayloadTooLarge, envelope, error_answer
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools import Logger
 
 __all__ = [
     "JSON",
@@ -49,7 +47,6 @@ __all__ = [
 MAX_BODY_BYTES = 64 * 1024
 MAX_PATH_ID = 128
 OTHER_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
-REQUEST_ID = ContextVar("request_id", default="")
 _CALLER_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,200}$")  # visible ASCII: safe in a header
 JSON = "application/json"
 
@@ -66,7 +63,7 @@ class Access(Enum):
     """Who may call a route (API.md, Authentication and roles)."""
 
     PUBLIC = frozenset[str]()
-    USER = frozenset({"*"})
+    USER = frozenset({"*"})  # any valid token; the roles it has do not matter
     CS = frozenset({"cs-agent", "cs-senior"})
     ORDER_SERVICE = frozenset({"order-service"})
 
@@ -109,7 +106,7 @@ class RouteSpec:
     body_required: bool = True
     query: type[BaseModel] | None = None
     errors: tuple[int, ...] = ()
-    headers: tuple[str, ...] = field(default=())
+    headers: tuple[str, ...] = ()
 
 
 def json_response(
@@ -323,7 +320,6 @@ _CHALICE_ERRORS = {404: "not_found", 405: "method_not_allowed", 415: "invalid_re
 def request_context(request: Request, get_response: Callable[[Request], Response]) -> Response:
     """HTTP middleware: the request id on the logs and the response, Chalice's errors enveloped."""
     request_id = request_id_for(request.headers.get("x-request-id", ""))
-    token = REQUEST_ID.set(request_id)
     log = logger()
     log.thread_safe_append_keys(request_id=request_id, method=request.method, path=request.path)
     started = time.perf_counter()
@@ -337,7 +333,6 @@ def request_context(request: Request, get_response: Callable[[Request], Response
             },
         )
     finally:
-        REQUEST_ID.reset(token)
         log.thread_safe_remove_keys(["request_id", "method", "path"])
     body = response.body
     if isinstance(body, dict) and "Code" in body:  # never ours: json_response sends text
