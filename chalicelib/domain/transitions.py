@@ -11,7 +11,7 @@ from datetime import datetime
 from .exceptions import InvalidTransition
 from .model import Action, HistoryEntry, Refund, RefundStatus
 
-__all__ = ["OPEN_STATUSES", "STATUS_CHANGES", "STAY_ACTIONS", "TERMINAL", "record"]
+__all__ = ["OPEN_STATUSES", "STATUS_CHANGES", "STAY_ACTIONS", "TERMINAL", "allowed", "record"]
 
 S = RefundStatus
 
@@ -59,6 +59,13 @@ STAY_ACTIONS: dict[Action, frozenset[RefundStatus]] = {
     Action.ORDER_CORRECTED: OPEN_STATUSES,
 }
 """Actions that leave the status as it is, and the statuses they are allowed in."""
+
+
+def allowed(action: Action, status: RefundStatus) -> bool:
+    """Whether the table allows ``action`` from ``status`` (to check state before policy)."""
+    if action in STAY_ACTIONS:
+        return status in STAY_ACTIONS[action]
+    return bool(STATUS_CHANGES.get(action, {}).get(status))
 
 
 def record(

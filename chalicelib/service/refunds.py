@@ -20,7 +20,7 @@ from chalicelib.domain.model import (
     RefundStatus,
 )
 from chalicelib.domain.policy import is_fast_track, missing_evidence, quote
-from chalicelib.domain.transitions import STATUS_CHANGES, record
+from chalicelib.domain.transitions import allowed, record
 
 from .exceptions import Conflict, NotFound
 from .orders import current_booking, get_owned_order
@@ -228,7 +228,7 @@ def add_evidence(ports: Ports, command: AddEvidence) -> EvidenceSlot:
 def submit_refund(ports: Ports, command: SubmitRefund) -> Refund:
     """Send the refund to review (R1) once every evidence kind F2 requires has been counted."""
     refund = _get_owned(ports, command.user_id, command.refund_id)
-    if RefundStatus.SUBMITTED not in STATUS_CHANGES[Action.SUBMIT].get(refund.status, ()):
+    if not allowed(Action.SUBMIT, refund.status):  # state (409) is judged before F2 (422)
         raise Conflict(f"a refund that is {refund.status} cannot be submitted")
     _refresh_evidence(ports, refund)
     missing = missing_evidence(refund.order, refund.reason, refund.uploaded_kinds())

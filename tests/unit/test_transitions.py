@@ -13,6 +13,7 @@ from chalicelib.domain.transitions import (
     STATUS_CHANGES,
     STAY_ACTIONS,
     TERMINAL,
+    allowed,
     record,
 )
 
@@ -102,6 +103,18 @@ def test_record_allows_exactly_the_table_for_every_action_status_and_target(make
                     with pytest.raises(InvalidTransition):
                         record(refund, action, actor="u-1", at=now, to=to)
                     assert refund.status is current, case
+
+
+def test_allowed_says_whether_some_move_or_stay_exists_from_a_status():
+    """API.md Refunds: GIVEN every action and status WHEN asked before acting (state is judged
+    before policy) THEN allowed is true exactly when API.md has a move or stay from there."""
+    for action in Action:
+        for current in RefundStatus:
+            if action in EXPECTED_STAYS:
+                expected = current in EXPECTED_STAYS[action]
+            else:
+                expected = bool(EXPECTED_MOVES.get((action, current)))
+            assert allowed(action, current) is expected, f"{action} from {current}"
 
 
 def test_create_is_not_a_transition_of_record(make_refund, now):
