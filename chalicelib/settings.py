@@ -27,6 +27,9 @@ class Settings:
     jwt_issuer: str | None
     jwt_audience: str | None
     idempotency_lease_seconds: int = 30
+    """How long a create holds its key. Keep it above the function's timeout (25 s in
+    .chalice/config.json): a booking older than the lease with no refund item is taken for a
+    create that died, and is released."""
     idempotency_keep_hours: int = 25
     upload_expires_seconds: int = 900
     download_expires_seconds: int = 300
