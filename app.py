@@ -38,7 +38,8 @@ from chalicelib.service import orders, refunds
 from chalicelib.service.exceptions import ServiceError
 from chalicelib.service.idempotency import Answer, create_refund_once
 
-app = Chalice(app_name="refunds")
+# Powertools writes the logs (JSON, request id on every line); Chalice adds no plain copy.
+app = Chalice(app_name="refunds", configure_logs=False)
 app.register_middleware(request_context, "http")
 api = Router(app, get_verifier)
 

@@ -34,6 +34,8 @@ __all__ = [
 ]
 
 MAX_LEEWAY_SECONDS = 30
+MAX_SUB_LENGTH = 128
+"""Cognito subs are UUIDs; a longer one could not key a DynamoDB item."""
 """API.md allows at most 30 s of clock skew on ``exp``; more would stretch a token's life."""
 
 MIN_HS256_SECRET_BYTES = 32
@@ -91,8 +93,8 @@ def _principal_from_claims(claims: Mapping[str, Any]) -> Principal:
     here instead of becoming an anonymous user or a token that never expires by accident.
     """
     user_id = claims.get("sub")
-    if not isinstance(user_id, str) or not user_id:
-        raise InvalidToken("sub must be a non-empty string")
+    if not isinstance(user_id, str) or not 0 < len(user_id) <= MAX_SUB_LENGTH:
+        raise InvalidToken(f"sub must be a string of 1 to {MAX_SUB_LENGTH} characters")
     exp = claims.get("exp")
     if isinstance(exp, bool) or not isinstance(exp, int | float):
         raise InvalidToken("exp must be a number")

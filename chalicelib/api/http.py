@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 from chalice.app import Chalice, Request, Response
 from pydantic import BaseModel, ValidationError
@@ -46,8 +47,9 @@ __all__ = [
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_PATH_ID = 128
-OTHER_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
-_CALLER_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,200}$")  # visible ASCII: safe in a header
+OTHER_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+# Printable ASCII (spaces inside allowed): safe to send back in a header.
+_CALLER_REQUEST_ID = re.compile(r"^[\x21-\x7e](?:[\x20-\x7e]{0,198}[\x21-\x7e])?$")
 JSON = "application/json"
 
 
@@ -260,11 +262,12 @@ class Router:
                         headers=request.headers,
                         raw_body=raw,
                     )
-                    for value in path_params.values():
+                    ids = {name: unquote(value) for name, value in path_params.items()}
+                    for value in ids.values():
                         if len(value) > MAX_PATH_ID:
                             # No stored id is that long; DynamoDB would refuse the key.
                             raise NotFound("resource", value[:MAX_PATH_ID] + "...")
-                    result = view(call, **path_params)
+                    result = view(call, **ids)
                 except Exception as error:
                     return _error_response(error)
                 reply = result if isinstance(result, Reply) else Reply(result)

@@ -7,12 +7,14 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -69,13 +71,27 @@ def _json_number(value: Any) -> Any:
     return Decimal(str(value))
 
 
+def _utc(value: datetime) -> datetime:
+    """Times are kept and answered in UTC (API.md); one that has no UTC form is out of range."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as error:
+        raise ValueError("out of range once converted to UTC") from error
+
+
 Ratio = Annotated[
     Decimal,
     BeforeValidator(_json_number),
     Field(ge=0, le=1, decimal_places=4),
     PlainSerializer(float, return_type=float, when_used="json"),
+    WithJsonSchema({"type": "number", "minimum": 0, "maximum": 1, "multipleOf": 0.0001}),
 ]
-Fen = Annotated[int, Field(ge=0, description="An amount of money in fen (1 CNY = 100 fen).")]
+MAX_FEN = 10**11
+"""A billion CNY: above any order, well inside DynamoDB's and JavaScript's exact numbers."""
+Fen = Annotated[
+    int, Field(ge=0, le=MAX_FEN, description="An amount of money in fen (1 CNY = 100 fen).")
+]
+UtcTime = Annotated[AwareDatetime, AfterValidator(_utc)]
 Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]
 Id = Annotated[str, Field(min_length=1, max_length=128)]
 
@@ -98,8 +114,8 @@ class Out(BaseModel):
 
 
 class UsageIn(Body):
-    total_units: int = Field(ge=1)
-    used_units: int = Field(ge=0)
+    total_units: int = Field(ge=1, le=2**53 - 1)
+    used_units: int = Field(ge=0, le=2**53 - 1)
 
     @model_validator(mode="after")
     def _used_within_total(self) -> UsageIn:
@@ -129,15 +145,15 @@ class OrderIn(Body):
     currency: Literal["CNY"] = "CNY"
     payment_channel: PaymentChannel
     channel_trade_no: str | None = Field(default=None, max_length=128)
-    paid_at: AwareDatetime
-    refund_deadline: AwareDatetime
+    paid_at: UtcTime
+    refund_deadline: UtcTime
     status: OrderStatus
     usage: UsageIn | None = None
-    service_completion: Ratio = Decimal(0)
+    service_completion: Ratio = Field(default=Decimal(0), json_schema_extra={"default": 0})
     customized: bool = False
     gifts: list[GiftIn] = Field(default_factory=list, max_length=50)
     platform_fault: PlatformFault | None = None
-    version: int | None = Field(default=None, ge=0)
+    version: int | None = Field(default=None, ge=0, le=2**53 - 1)
 
     @model_validator(mode="after")
     def _paid_within_price(self) -> OrderIn:
@@ -159,8 +175,8 @@ class OrderIn(Body):
             currency=self.currency,
             payment_channel=self.payment_channel,
             channel_trade_no=self.channel_trade_no,
-            paid_at=self.paid_at.astimezone(UTC),
-            refund_deadline=self.refund_deadline.astimezone(UTC),
+            paid_at=self.paid_at,
+            refund_deadline=self.refund_deadline,
             status=self.status,
             usage=Usage(self.usage.total_units, self.usage.used_units) if self.usage else None,
             service_completion=self.service_completion,

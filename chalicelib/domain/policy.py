@@ -89,11 +89,15 @@ def missing_evidence(
     return [kind for kind in required_evidence(order, reason) if kind not in uploaded]
 
 
-def _needs_return(order: Order) -> bool:
-    """PH1: physical goods that left the warehouse come back before the money does."""
-    return order.kind is OrderKind.PHYSICAL and order.status in (
-        OrderStatus.SHIPPED,
-        OrderStatus.DELIVERED,
+def _needs_return(order: Order, reason: Reason) -> bool:
+    """PH1: physical goods that left the warehouse come back before the money does.
+
+    Not on the fast track: a platform fault is paid first, with no human step (O2).
+    """
+    return (
+        order.kind is OrderKind.PHYSICAL
+        and order.status in (OrderStatus.SHIPPED, OrderStatus.DELIVERED)
+        and not is_fast_track(order, reason)
     )
 
 
@@ -106,7 +110,7 @@ def _refusal(order: Order, reason: Reason, rule: str, message: str) -> Quote:
         amount=0,
         breakdown=(),
         required_evidence=required_evidence(order, reason),
-        needs_return=_needs_return(order),
+        needs_return=_needs_return(order, reason),
         payout_channels=(),
     )
 
@@ -121,6 +125,8 @@ def _eligibility_refusal(order: Order, reason: Reason, now: datetime) -> tuple[s
         )
     if order.status is OrderStatus.CANCELLED:
         return "E1", "The order was cancelled, so there is no payment to refund."
+    if order.paid_amount == 0:
+        return "E1", "Nothing was paid for this order, so there is nothing to refund."
     if not fast_track:
         usage = order.usage
         if order.kind is OrderKind.VIRTUAL and usage and usage.used_units >= usage.total_units:
@@ -153,7 +159,7 @@ def _policy_breakdown(order: Order, reason: Reason) -> list[BreakdownItem]:
         kept = share_of(paid, order.usage.remaining_units, order.usage.total_units)
         items.append(BreakdownItem("used_units", kept - paid))
     elif order.kind is OrderKind.PHYSICAL:
-        if _needs_return(order) and reason not in QUALITY_REASONS and order.shipping_fee:
+        if _needs_return(order, reason) and reason not in QUALITY_REASONS and order.shipping_fee:
             items.append(BreakdownItem("shipping_not_refunded", -order.shipping_fee))
     elif order.kind is OrderKind.SERVICE and order.service_completion > 0:
         kept = share_remaining(paid, order.service_completion)
@@ -246,7 +252,7 @@ def _quote(
         items.append(BreakdownItem("already_refunded", left - _total(items)))
 
     amount = _total(items)
-    needs_return = _needs_return(order)
+    needs_return = _needs_return(order, reason)
     message = f"Refundable: {amount} fen back."
     if needs_return:
         message += " The goods must be sent back first (PH1)."

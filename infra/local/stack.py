@@ -66,6 +66,28 @@ class _RequestHandler(ChaliceRequestHandler):
             body = self._read_chunked()
         return headers, body
 
+    def _handle(self) -> None:
+        try:
+            self._generic_handle()
+        except ValueError:
+            # A Content-Length or chunk size that is not a number: the framing is broken, so
+            # answer and close rather than guess where the next request starts.
+            self.close_connection = True
+            self._send_envelope(400, "invalid_request", "malformed request framing")
+
+    do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = do_PATCH = do_OPTIONS = _handle
+
+    def _send_envelope(self, status: int, code: str, message: str) -> None:
+        from chalicelib.api.errors import envelope
+        from chalicelib.api.http import JSON, request_id_for
+
+        headers = {
+            "Content-Type": JSON,
+            "X-Request-Id": request_id_for(self.headers.get("x-request-id", "")),
+        }
+        body = json.dumps(envelope(code, message), ensure_ascii=False, separators=(",", ":"))
+        self._send_http_response(status, headers, body)
+
     def _read_chunked(self) -> bytes:
         """A chunked body, read up to a bound (the app answers 413 past 64 KiB anyway)."""
         parts: list[bytes] = []
@@ -84,19 +106,7 @@ class _RequestHandler(ChaliceRequestHandler):
     def _send_error_response(self, error: LocalGatewayException) -> None:
         # The local gateway answers an unknown route itself, like API Gateway's "Missing
         # Authentication Token"; deployed, a gateway response maps it to the envelope.
-        from chalicelib.api.errors import envelope
-        from chalicelib.api.http import JSON, request_id_for
-
-        headers = {
-            "Content-Type": JSON,
-            "X-Request-Id": request_id_for(self.headers.get("x-request-id", "")),
-        }
-        body = json.dumps(
-            envelope("not_found", f"no route {self.command} {self.path}"),
-            ensure_ascii=False,
-            separators=(",", ":"),
-        )
-        self._send_http_response(404, headers, body)
+        self._send_envelope(404, "not_found", f"no route {self.command} {self.path}")
 
 
 class _Server(ThreadingMixIn, HTTPServer):
