@@ -43,6 +43,9 @@ def aws() -> Iterator[Aws]:
         create_tables()
         s3 = boto3.client("s3", region_name=settings.region)
         s3.create_bucket(Bucket=settings.evidence_bucket)
+        s3.put_bucket_versioning(
+            Bucket=settings.evidence_bucket, VersioningConfiguration={"Status": "Enabled"}
+        )
         bootstrap.install(ports, bootstrap.build_verifier(settings))
         yield Aws(settings, ports, s3)
         bootstrap.install(None, None)

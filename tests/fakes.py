@@ -37,7 +37,7 @@ from chalicelib.domain.model import (
     Refund,
     RefundStatus,
 )
-from chalicelib.service.exceptions import Conflict, IdempotencyKeyInFlight
+from chalicelib.service.exceptions import ConcurrentChange, Conflict, IdempotencyKeyInFlight
 from chalicelib.service.ports import (
     IdempotencyRecord,
     Page,
@@ -227,6 +227,7 @@ class FakeRefundRepository(_Faults):
         super().__init__()
         self._items: dict[str, Refund] = {}
         self._created: dict[str, Refund] = {}
+        self._abandoned: set[str] = set()
 
     def get(self, refund_id: str) -> Refund | None:
         self._enter("get")
@@ -240,7 +241,7 @@ class FakeRefundRepository(_Faults):
 
     def add(self, refund: Refund) -> None:
         self._enter("add")
-        if refund.refund_id in self._items:
+        if refund.refund_id in self._items or refund.refund_id in self._abandoned:
             raise Conflict(f"refund {refund.refund_id} exists")
         stored = copy.deepcopy(refund)
         stored.version = 1
@@ -256,11 +257,18 @@ class FakeRefundRepository(_Faults):
         # version of 0, no version stored at all.
         current_version = current.version if current else 0
         if refund.version != current_version:
-            raise Conflict("the refund was changed by another request; retry")
+            raise ConcurrentChange()
         stored = copy.deepcopy(refund)
         stored.version = current_version + 1
         self._items[refund.refund_id] = stored
         refund.version = stored.version
+
+    def abandon(self, refund_id: str, at: datetime) -> bool:
+        self._enter("abandon")
+        if refund_id in self._items:
+            return False
+        self._abandoned.add(refund_id)
+        return True
 
     def list_for_user(
         self, user_id: str, status: RefundStatus | None, limit: int, cursor: str | None
@@ -296,6 +304,10 @@ class FakeMessageLog(_Faults):
     def append(self, refund_id: str, message: Message) -> None:
         self._enter("append")
         self._messages.setdefault(refund_id, {})[message.message_id] = message
+
+    def oldest(self, refund_id: str, count: int) -> list[Message]:
+        self._enter("oldest")
+        return self.for_refund(refund_id)[: max(count, 0)]
 
     def for_refund(self, refund_id: str) -> list[Message]:
         """The refund's messages in id (time) order, as a Query on the table returns them."""

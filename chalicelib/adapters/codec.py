@@ -143,6 +143,7 @@ def dump_refund(refund: Refund) -> str:
                 "uploaded": e.uploaded,
                 "problem": e.problem,
                 "checked_etag": e.checked_etag,
+                "checked_version": e.checked_version,
             }
             for e in refund.evidence
         ],
@@ -158,6 +159,7 @@ def dump_refund(refund: Refund) -> str:
             }
             for h in refund.history
         ],
+        "archived_messages": refund.archived_messages,
         "messages": [
             {
                 "message_id": m.message_id,
@@ -203,6 +205,7 @@ def load_refund(document: str, version: int) -> Refund:
                 uploaded=e["uploaded"],
                 problem=e["problem"],
                 checked_etag=e["checked_etag"],
+                checked_version=e.get("checked_version"),
             )
             for e in data["evidence"]
         ],
@@ -228,5 +231,6 @@ def load_refund(document: str, version: int) -> Refund:
             )
             for m in data["messages"]
         ],
+        archived_messages=data.get("archived_messages", 0),
         version=version,
     )

@@ -22,7 +22,7 @@ from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
 from chalicelib.domain.model import Message, Order, OrderBooking, Refund, RefundStatus
-from chalicelib.service.exceptions import Conflict, IdempotencyKeyInFlight
+from chalicelib.service.exceptions import ConcurrentChange, Conflict, IdempotencyKeyInFlight
 from chalicelib.service.ports import IdempotencyRecord, Page, StoredOrder
 from chalicelib.settings import Settings
 
@@ -130,13 +130,15 @@ class RefundModel(Model):
         billing_mode = "PAY_PER_REQUEST"
 
     refund_id = UnicodeAttribute(hash_key=True)
-    user_id = UnicodeAttribute()
-    status = UnicodeAttribute()
-    user_status = UnicodeAttribute()
-    queue_rank = UnicodeAttribute()
-    doc = UnicodeAttribute()
+    # Null only on the fence of an abandoned create (``abandoned_at``), which no index holds.
+    user_id = UnicodeAttribute(null=True)
+    status = UnicodeAttribute(null=True)
+    user_status = UnicodeAttribute(null=True)
+    queue_rank = UnicodeAttribute(null=True)
+    doc = UnicodeAttribute(null=True)
     created_doc = UnicodeAttribute(null=True)
     """The document as the create wrote it, so an idempotent replay answers exactly the same."""
+    abandoned_at = UTCDateTimeAttribute(null=True)
     version = VersionAttribute()
 
     by_user = UserRefundsIndex()
@@ -159,7 +161,10 @@ class RefundModel(Model):
             item.version = refund.version
         return item
 
-    def to_refund(self) -> Refund:
+    def to_refund(self) -> Refund | None:
+        """The refund, or None for the fence of an abandoned create."""
+        if self.doc is None:
+            return None
         return load_refund(self.doc, int(self.version or 0))
 
 
@@ -302,6 +307,18 @@ class DynamoRefundRepository:
         item = _get(RefundModel, refund_id)
         return item.to_refund() if item else None
 
+    def abandon(self, refund_id: str, at: datetime) -> bool:
+        fence = RefundModel(refund_id, abandoned_at=at)
+        try:
+            fence.save(condition=RefundModel.refund_id.does_not_exist())
+        except PutError as error:
+            if not _lost_condition(error):
+                raise
+            # Something holds the id: an earlier fence (abandoned already), or the refund.
+            existing = _get(RefundModel, refund_id)
+            return existing is not None and existing.doc is None
+        return True
+
     def get_as_created(self, refund_id: str) -> Refund | None:
         item = _get(RefundModel, refund_id)
         if item is None or item.created_doc is None:
@@ -335,7 +352,7 @@ class DynamoRefundRepository:
             )
         except UpdateError as error:
             if _lost_condition(error):
-                raise Conflict("the refund was changed by another request; retry") from error
+                raise ConcurrentChange() from error
             raise
         refund.version = int(item.version or 0)
 
@@ -351,7 +368,7 @@ class DynamoRefundRepository:
             results = RefundModel.by_user_status.query(
                 f"{user_id}#{status.value}", before, scan_index_forward=False, limit=limit + 1
             )
-        items = [item.to_refund() for item in results]
+        items = [refund for item in results if (refund := item.to_refund())]
         more = len(items) > limit
         items = items[:limit]
         return Page(items=items, next_cursor=items[-1].refund_id if more else None)
@@ -367,6 +384,14 @@ class DynamoMessageLog:
             author=message.author,
             body=message.body,
         ).save()
+
+    def oldest(self, refund_id: str, count: int) -> list[Message]:
+        if count <= 0:
+            return []
+        return [
+            Message(m.message_id, m.at, m.author_role, m.author, m.body)
+            for m in MessageModel.query(refund_id, limit=count, consistent_read=True)
+        ]
 
 
 class DynamoIdempotencyStore:

@@ -68,9 +68,22 @@ class S3EvidenceStore:
                 raise
             # Only an empty object has no byte 0.
             head = self.client.head_object(Bucket=self._bucket, Key=key)
-            return StoredObject(size=int(head["ContentLength"]), etag=head["ETag"], head=b"")
+            return StoredObject(
+                size=int(head["ContentLength"]),
+                etag=head["ETag"],
+                head=b"",
+                version_id=_version(head),
+            )
         with answer["Body"] as body:
             head_bytes = body.read()
         match = _TOTAL_SIZE.search(answer.get("ContentRange") or "")
         size = int(match.group(1)) if match else int(answer["ContentLength"])
-        return StoredObject(size=size, etag=answer["ETag"], head=head_bytes)
+        return StoredObject(
+            size=size, etag=answer["ETag"], head=head_bytes, version_id=_version(answer)
+        )
+
+
+def _version(answer: dict[str, Any]) -> str | None:
+    """The version S3 answered with; "null" (or none) where the bucket is not versioned."""
+    version = answer.get("VersionId")
+    return None if version in (None, "null") else str(version)

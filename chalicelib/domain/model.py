@@ -198,6 +198,8 @@ class Evidence:
     uploaded: bool = False
     problem: str | None = None
     checked_etag: str | None = None
+    checked_version: str | None = None
+    """The object version that passed the check: the one reviewers are shown."""
 
 
 @dataclass(frozen=True)
@@ -245,6 +247,9 @@ class Refund:
     evidence: list[Evidence] = field(default_factory=list)
     history: list[HistoryEntry] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)
+    """The latest messages; older ones are only in the message log (O5)."""
+    archived_messages: int = 0
+    """How many of the oldest messages are only in the message log."""
     version: int = 0
 
     @property

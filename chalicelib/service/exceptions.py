@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "ConcurrentChange",
     "Conflict",
     "IdempotencyKeyInFlight",
     "IdempotencyKeyReused",
@@ -31,6 +32,13 @@ class Conflict(ServiceError):
         super().__init__(message)
         self.message = message
         self.rule = rule
+
+
+class ConcurrentChange(Conflict):
+    """Another request changed the item between this request's read and its write."""
+
+    def __init__(self) -> None:
+        super().__init__("the refund was changed by another request; retry")
 
 
 class IdempotencyKeyInFlight(Conflict):

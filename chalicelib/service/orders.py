@@ -26,7 +26,9 @@ def get_owned_order(ports: Ports, user_id: str, order_id: str) -> StoredOrder:
     return stored
 
 
-def current_booking(ports: Ports, stored: StoredOrder, *, repair: bool) -> OrderBooking:
+def current_booking(
+    ports: Ports, stored: StoredOrder, *, repair: bool, own_refund_id: str | None = None
+) -> OrderBooking:
     """The order's booking, with a stale open refund treated as settled (E4).
 
     The order's open refund is released after the refund itself turned terminal, in a
@@ -36,13 +38,18 @@ def current_booking(ports: Ports, stored: StoredOrder, *, repair: bool) -> Order
     """
     booking = stored.booking
     open_id = booking.open_refund_id
-    if open_id is None:
-        return booking
+    if open_id is None or open_id == own_refund_id:
+        return booking  # nothing open, or the caller's own create, which it will complete
     refund = ports.refunds.get(open_id)
     if refund is None:
         lease = timedelta(seconds=ports.config.idempotency_lease_seconds)
         booked_at = stored.booked_at
-        if booked_at is not None and ports.clock.wall_now() - booked_at < lease:
+        now = ports.clock.wall_now()
+        if booked_at is not None and now - booked_at < lease:
+            return booking
+        # Fence the id first: a create that is only slow, not dead, can then never store its
+        # refund after the booking is released (E4).
+        if repair and not ports.refunds.abandon(open_id, now):
             return booking
         paid = 0
     elif refund.status in TERMINAL:

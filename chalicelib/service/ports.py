@@ -92,7 +92,17 @@ class RefundRepository(Protocol):
         ...
 
     def save(self, refund: Refund) -> None:
-        """Store a changed refund if nobody changed it since it was read; raises Conflict."""
+        """Store a changed refund if nobody changed it since it was read.
+
+        Raises ConcurrentChange otherwise.
+        """
+        ...
+
+    def abandon(self, refund_id: str, at: datetime) -> bool:
+        """Fence off the id of a create that died, so that it can never be stored late.
+
+        False if the refund exists after all (its create finished meanwhile).
+        """
         ...
 
     def list_for_user(
@@ -104,7 +114,11 @@ class RefundRepository(Protocol):
 
 class MessageLog(Protocol):
     def append(self, refund_id: str, message: Message) -> None:
-        """Keep ``message`` for good (O5), apart from the refund's bounded recent list."""
+        """Keep ``message`` for good (O5); appending the same message again changes nothing."""
+        ...
+
+    def oldest(self, refund_id: str, count: int) -> list[Message]:
+        """The refund's ``count`` oldest messages, oldest first."""
         ...
 
 
@@ -120,6 +134,8 @@ class StoredObject:
     size: int
     etag: str
     head: bytes = field(repr=False)
+    version_id: str | None = None
+    """The S3 version read (the bucket is versioned), so a later upload cannot replace it."""
 
 
 class EvidenceStore(Protocol):
@@ -168,6 +184,9 @@ class ServiceConfig:
     upload_expires_seconds: int = 900
     recent_messages: int = 50
     """How many of the latest messages the refund item carries (all are kept in the log)."""
+    recent_message_bytes: int = 32 * 1024
+    """How many bytes of message text the refund item carries at most: a list page of 100
+    refunds stays well under Lambda's 6 MB answer, and an item under DynamoDB's 400 KB."""
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TypeVar
 
 from chalicelib.domain.evidence import MAX_SLOTS, inspect_upload
 from chalicelib.domain.exceptions import EvidenceSlotsFull, MissingEvidence, NotRefundable
@@ -22,7 +24,7 @@ from chalicelib.domain.model import (
 from chalicelib.domain.policy import is_fast_track, missing_evidence, quote
 from chalicelib.domain.transitions import allowed, record
 
-from .exceptions import Conflict, NotFound
+from .exceptions import ConcurrentChange, Conflict, NotFound
 from .orders import current_booking, get_owned_order
 from .ports import Page, Ports, PresignedUpload
 
@@ -45,7 +47,24 @@ __all__ = [
 EVIDENCE_STATUSES = frozenset({RefundStatus.DRAFT, RefundStatus.NEEDS_INFO, RefundStatus.REJECTED})
 """Where evidence can be added: before submitting, when asked for more, for an appeal."""
 
-MESSAGE_SAVE_ATTEMPTS = 3
+CHANGE_ATTEMPTS = 5
+"""How often a user's change is tried again on top of a concurrent one before a 409."""
+
+T = TypeVar("T")
+
+
+def _on_fresh_state(change: Callable[[], T]) -> T:
+    """Run ``change`` (read, check, write) again when another request wrote in between.
+
+    Each try reads the refund anew and judges the change against it, so a retry is exactly
+    the request as if it had come a moment later; only a lost optimistic lock is retried.
+    """
+    for _ in range(CHANGE_ATTEMPTS - 1):
+        try:
+            return change()
+        except ConcurrentChange:
+            continue
+    return change()
 
 
 @dataclass(frozen=True)
@@ -100,7 +119,7 @@ def create_refund(ports: Ports, command: CreateRefund, *, refund_id: str) -> Ref
     """
     stored = get_owned_order(ports, command.user_id, command.order_id)
     order = stored.order
-    booking = current_booking(ports, stored, repair=True)
+    booking = current_booking(ports, stored, repair=True, own_refund_id=refund_id)
     if booking.open_refund_id not in (None, refund_id):
         raise Conflict("a refund for this order is already open", rule="E4")
     now = ports.clock.now()
@@ -175,19 +194,24 @@ def _refresh_evidence(ports: Ports, refund: Refund) -> bool:
         slot.problem = inspect_upload(slot, found.size, found.head)
         slot.uploaded = slot.problem is None
         slot.checked_etag = found.etag
+        slot.checked_version = found.version_id
         changed = True
     return changed
 
 
 def get_refund(ports: Ports, user_id: str, refund_id: str) -> Refund:
-    """The user's refund, with evidence uploaded since the last look checked and counted."""
+    """The user's refund, with all its messages and with evidence uploaded since the last look
+    checked and counted."""
     refund = _get_owned(ports, user_id, refund_id)
     if _refresh_evidence(ports, refund):
         try:
             ports.refunds.save(refund)
-        except Conflict:
+        except ConcurrentChange:
             # Someone changed the refund meanwhile; the next read checks again.
-            return _get_owned(ports, user_id, refund_id)
+            refund = _get_owned(ports, user_id, refund_id)
+    if refund.archived_messages:
+        older = ports.messages.oldest(refund.refund_id, refund.archived_messages)
+        refund.messages = [*older, *refund.messages]
     return refund
 
 
@@ -199,25 +223,30 @@ def list_refunds(
 
 def add_evidence(ports: Ports, command: AddEvidence) -> EvidenceSlot:
     """Open an evidence slot and a presigned upload limited to its type, size and key."""
-    refund = _get_owned(ports, command.user_id, command.refund_id)
-    if refund.status not in EVIDENCE_STATUSES:
-        raise Conflict(f"evidence cannot be added to a refund that is {refund.status}")
-    if len(refund.evidence) >= MAX_SLOTS:
-        raise EvidenceSlotsFull(MAX_SLOTS)
-    now = ports.clock.now()
-    slot = Evidence(
-        evidence_id=ports.ids.new_id("ev_"),
-        kind=command.kind,
-        content_type=command.content_type,
-        size=command.size,
-        created_at=now,
-    )
-    refund.evidence.append(slot)
-    refund.updated_at = now
-    ports.refunds.save(refund)
+
+    def change() -> Evidence:
+        refund = _get_owned(ports, command.user_id, command.refund_id)
+        if refund.status not in EVIDENCE_STATUSES:
+            raise Conflict(f"evidence cannot be added to a refund that is {refund.status}")
+        if len(refund.evidence) >= MAX_SLOTS:
+            raise EvidenceSlotsFull(MAX_SLOTS)
+        now = ports.clock.now()
+        slot = Evidence(
+            evidence_id=ports.ids.new_id("ev_"),
+            kind=command.kind,
+            content_type=command.content_type,
+            size=command.size,
+            created_at=now,
+        )
+        refund.evidence.append(slot)
+        refund.updated_at = now
+        ports.refunds.save(refund)
+        return slot
+
+    slot = _on_fresh_state(change)
     expires_at = ports.clock.wall_now() + timedelta(seconds=ports.config.upload_expires_seconds)
     upload = ports.evidence.presign_upload(
-        evidence_key(refund.refund_id, slot.evidence_id),
+        evidence_key(command.refund_id, slot.evidence_id),
         slot.content_type,
         slot.size,
         expires_at,
@@ -227,6 +256,10 @@ def add_evidence(ports: Ports, command: AddEvidence) -> EvidenceSlot:
 
 def submit_refund(ports: Ports, command: SubmitRefund) -> Refund:
     """Send the refund to review (R1) once every evidence kind F2 requires has been counted."""
+    return _on_fresh_state(lambda: _submit(ports, command))
+
+
+def _submit(ports: Ports, command: SubmitRefund) -> Refund:
     refund = _get_owned(ports, command.user_id, command.refund_id)
     if not allowed(Action.SUBMIT, refund.status):  # state (409) is judged before F2 (422)
         raise Conflict(f"a refund that is {refund.status} cannot be submitted")
@@ -250,17 +283,26 @@ def submit_refund(ports: Ports, command: SubmitRefund) -> Refund:
 
 def cancel_refund(ports: Ports, user_id: str, refund_id: str) -> Refund:
     """The user withdraws the refund; the order is free for a new one (E4)."""
-    refund = _get_owned(ports, user_id, refund_id)
-    record(refund, Action.CANCEL, actor=user_id, at=ports.clock.now(), to=RefundStatus.CANCELLED)
-    refund.review_due_at = None
-    ports.refunds.save(refund)
+
+    def change() -> Refund:
+        refund = _get_owned(ports, user_id, refund_id)
+        at = ports.clock.now()
+        record(refund, Action.CANCEL, actor=user_id, at=at, to=RefundStatus.CANCELLED)
+        refund.review_due_at = None
+        ports.refunds.save(refund)
+        return refund
+
+    refund = _on_fresh_state(change)
     ports.orders.settle_refund(refund.order_id, refund.refund_id, 0)
     return refund
 
 
 def post_message(ports: Ports, command: PostMessage) -> Message:
-    """A user's message on a refund, kept with it (O5); messages are not history."""
-    refund = _get_owned(ports, command.user_id, command.refund_id)
+    """A user's message on a refund, kept with it (O5); messages are not history.
+
+    The refund item carries the latest messages within a byte budget, so that reading a
+    refund stays one GetItem; older ones move to the message log, which holds every message.
+    """
     message = Message(
         message_id=ports.ids.new_id("msg_"),
         at=ports.clock.now(),
@@ -268,17 +310,28 @@ def post_message(ports: Ports, command: PostMessage) -> Message:
         author=command.user_id,
         body=command.body,
     )
-    ports.messages.append(refund.refund_id, message)
-    for attempt in range(MESSAGE_SAVE_ATTEMPTS):
-        keep = ports.config.recent_messages
-        refund.messages = [*refund.messages, message][-keep:] if keep else []
+
+    def change() -> None:
+        refund = _get_owned(ports, command.user_id, command.refund_id)
+        kept = [*refund.messages, message]
+        archived: list[Message] = []
+        while kept and _too_many(
+            kept, ports.config.recent_messages, ports.config.recent_message_bytes
+        ):
+            archived.append(kept.pop(0))
+        for old in archived:
+            # Every message reached the log when it was posted, unless that write failed:
+            # make sure before the refund stops carrying it (an idempotent put).
+            ports.messages.append(refund.refund_id, old)
+        refund.messages = kept
+        refund.archived_messages += len(archived)
         refund.updated_at = message.at
-        try:
-            ports.refunds.save(refund)
-            break
-        except Conflict:
-            # A concurrent change won; the message is already logged, so add it again on top.
-            if attempt == MESSAGE_SAVE_ATTEMPTS - 1:
-                raise
-            refund = _get_owned(ports, command.user_id, command.refund_id)
+        ports.refunds.save(refund)
+
+    _on_fresh_state(change)
+    ports.messages.append(command.refund_id, message)
     return message
+
+
+def _too_many(messages: list[Message], count: int, size: int) -> bool:
+    return len(messages) > count or sum(len(m.body.encode()) for m in messages) > size

@@ -227,6 +227,10 @@ class LocalStack:
         create_tables()
         s3 = ports.evidence.client  # type: ignore[attr-defined]
         s3.create_bucket(Bucket=settings.evidence_bucket)
+        # Versioned as deployed: the version that passed the evidence check stays readable.
+        s3.put_bucket_versioning(
+            Bucket=settings.evidence_bucket, VersioningConfiguration={"Status": "Enabled"}
+        )
         bootstrap.install(ports, bootstrap.build_verifier(settings))
         if self.seed:
             self.seed(ports)

@@ -424,6 +424,40 @@ def test_messages_are_kept_in_id_order(backend: Backend) -> None:
     assert backend.read_messages(rid(1)) == [first, second]
 
 
+def test_oldest_messages_and_appending_one_again_changes_nothing(backend: Backend) -> None:
+    """O5: the log answers a refund's oldest messages first, and a repeated append (the
+    archive making sure of a message) leaves one copy."""
+    messages = [
+        Message(f"msg_{n:02d}", T0 + timedelta(seconds=n), "user", "u-1", f"第{n}条")
+        for n in range(4)
+    ]
+    for message in messages:
+        backend.messages.append(rid(1), message)
+    backend.messages.append(rid(1), messages[0])
+    assert backend.messages.oldest(rid(1), 2) == messages[:2]
+    assert backend.messages.oldest(rid(1), 0) == []
+    assert backend.read_messages(rid(1)) == messages
+
+
+# --- fencing an abandoned create (E4) ------------------------------------------------------
+
+
+def test_an_abandoned_id_can_never_be_stored(backend: Backend) -> None:
+    assert backend.refunds.abandon(rid(1), T0) is True
+    assert backend.refunds.abandon(rid(1), T0) is True  # fenced already
+    with pytest.raises(Conflict):
+        backend.refunds.add(sample_refund(rid(1), T0))
+    assert backend.refunds.get(rid(1)) is None
+    assert backend.refunds.get_as_created(rid(1)) is None
+    assert backend.refunds.list_for_user("u-1", None, 10, None).items == []
+
+
+def test_an_existing_refund_cannot_be_abandoned(backend: Backend) -> None:
+    backend.refunds.add(sample_refund(rid(1), T0))
+    assert backend.refunds.abandon(rid(1), T0) is False
+    assert backend.refunds.get(rid(1)) is not None
+
+
 # --- idempotency store ---------------------------------------------------------------------
 
 

@@ -778,3 +778,122 @@ def test_post_message_on_another_users_refund_is_not_found(ports: Ports) -> None
     with pytest.raises(NotFound):
         post_message(ports, PostMessage("u-2", refund.refund_id, "hello"))
     assert ports.messages.for_refund(refund.refund_id) == []
+
+
+# --- review follow-ups: E4 fence, retries on a concurrent change, the message archive -------
+
+
+def test_a_create_slower_than_its_lease_can_never_store_its_refund_late(
+    ports: Ports, clock: FakeClock
+) -> None:
+    """E4: GIVEN create A booked the order and stalls past the idempotency lease WHEN create B
+    (another key) finds A's booking with no refund and takes the order THEN A's late write is
+    refused, and the order holds exactly one open refund."""
+
+    def meanwhile() -> None:
+        clock.advance(seconds=ports.config.idempotency_lease_seconds + 1)
+        create_refund(
+            ports, command(description="第二次申请：序列号无效，截图为证"), refund_id="rf_B"
+        )
+
+    ports.refunds.before_next("add", meanwhile)
+    with pytest.raises(Conflict):
+        create_refund(ports, command(), refund_id="rf_A")
+    assert [(r.refund_id, r.status) for r in ports.refunds.all()] == [("rf_B", S.DRAFT)]
+    assert booking(ports) == OrderBooking(0, "rf_B", 10000)
+
+
+def test_a_booking_whose_create_just_finished_is_not_taken(ports: Ports, clock: FakeClock) -> None:
+    """E4: GIVEN a booking past the lease whose refund is stored just before the fence WHEN
+    another create looks THEN the refund counts as open: 409 E4, nothing settled."""
+    ports.orders.book_refund("o-1001", "rf_late", 10000, OrderBooking(), clock.wall_now())
+    clock.advance(seconds=ports.config.idempotency_lease_seconds + 1)
+    ports.refunds.before_next(
+        "abandon", lambda: ports.refunds.add(sample_refund_for(ports, "rf_late"))
+    )
+    with pytest.raises(Conflict) as refused:
+        open_refund(ports)
+    assert refused.value.rule == "E4"
+    assert booking(ports).open_refund_id == "rf_late"
+
+
+def sample_refund_for(ports: Ports, refund_id: str) -> Refund:
+    stored_order = ports.orders.get("o-1001")
+    assert stored_order is not None
+    return Refund(
+        refund_id=refund_id,
+        order=stored_order.order,
+        status=S.DRAFT,
+        reason=Reason.INVALID_CODE,
+        description=DESCRIPTION,
+        amount=10000,
+        payout_channel=PayoutChannel.ORIGINAL,
+        channel=PaymentChannel.ALIPAY,
+        gifts_returned=True,
+        fast_track=False,
+        needs_return=False,
+        created_at=NOW,
+        updated_at=NOW,
+    )
+
+
+@pytest.mark.parametrize("use_case", ["submit", "cancel", "evidence"])
+def test_a_users_change_is_applied_on_top_of_a_concurrent_one(ports: Ports, use_case: str) -> None:
+    """GIVEN another change (e.g. a read counting evidence) lands between this request's read
+    and write WHEN the user submits, cancels or adds evidence THEN it is judged again on the
+    fresh state and applied, not refused with a 409; the other change is kept too."""
+    refund = open_refund(ports, reason=Reason.CHANGED_MIND)
+    upload(
+        ports, refund.refund_id, slot(ports, refund.refund_id, EvidenceKind.ORDER_SCREENSHOT), PNG
+    )
+
+    def concurrent_change() -> None:
+        other = stored(ports, refund.refund_id)
+        other.description = "更新后的说明：买错了面值，截图为证"
+        ports.refunds.save(other)
+
+    ports.refunds.before_next("save", concurrent_change)
+    if use_case == "submit":
+        assert submit_refund(ports, SubmitRefund("u-1", refund.refund_id)).status is S.SUBMITTED
+    elif use_case == "cancel":
+        assert cancel_refund(ports, "u-1", refund.refund_id).status is S.CANCELLED
+    else:
+        add_evidence(
+            ports,
+            AddEvidence("u-1", refund.refund_id, EvidenceKind.OTHER, "image/png", 100),
+        )
+    assert stored(ports, refund.refund_id).description == "更新后的说明：买错了面值，截图为证"
+
+
+def test_reading_a_refund_shows_every_message_even_those_moved_to_the_log(
+    clock: FakeClock,
+) -> None:
+    """O5: GIVEN more messages than the refund item carries WHEN the user reads the refund
+    THEN all of them appear, oldest first, and the item keeps only the latest."""
+    ports = make_ports(clock, ServiceConfig(recent_messages=3))
+    ports.orders.upsert(sample_order())
+    refund = open_refund(ports)
+    for n in range(7):
+        post_message(ports, PostMessage("u-1", refund.refund_id, f"message {n}"))
+        clock.advance(seconds=1)
+    assert [m.body for m in get_refund(ports, "u-1", refund.refund_id).messages] == [
+        f"message {n}" for n in range(7)
+    ]
+    kept = stored(ports, refund.refund_id)
+    assert [m.body for m in kept.messages] == ["message 4", "message 5", "message 6"]
+    assert kept.archived_messages == 4
+
+
+def test_the_refund_item_carries_messages_within_a_byte_budget(clock: FakeClock) -> None:
+    """O5: GIVEN long messages WHEN posted THEN the item keeps only what fits the byte budget
+    (so it never outgrows DynamoDB's item limit), and reading still shows them all."""
+    ports = make_ports(clock, ServiceConfig(recent_message_bytes=10_000))
+    ports.orders.upsert(sample_order())
+    refund = open_refund(ports)
+    long_text = "😀" * 2000  # 8,000 bytes of UTF-8
+    for _ in range(5):
+        post_message(ports, PostMessage("u-1", refund.refund_id, long_text))
+    kept = stored(ports, refund.refund_id)
+    assert len(kept.messages) == 1
+    assert kept.archived_messages == 4
+    assert len(get_refund(ports, "u-1", refund.refund_id).messages) == 5
