@@ -27,7 +27,11 @@ def main() -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    stack.start()
+    try:
+        stack.start()
+    except OSError as error:
+        print(f"cannot start the local stack: {error} (set PORT to another port)", flush=True)
+        return 1
     secret = os.environ.get("REFUNDS_JWT_SECRET", LOCAL_DEFAULT_SECRET)
     ttl = TOKEN_HOURS * 3600
     tokens = {f"user {user}": mint_token(secret, user, ttl_seconds=ttl) for user in DEMO_USERS}

@@ -144,8 +144,9 @@ def make_http_service(app: Any, host: str, port: int, stage: str = "local") -> _
     """Serve ``app`` like ``chalice local``, minus its hazards (see _RequestHandler)."""
     # What chalice.local.create_local_server does: app.current_request becomes thread-local,
     # so concurrent requests never read each other's bodies.
-    CustomLocalChalice.__bases__ = (LocalChalice, app.__class__)
-    app.__class__ = CustomLocalChalice
+    if not isinstance(app, LocalChalice):
+        CustomLocalChalice.__bases__ = (LocalChalice, app.__class__)
+        app.__class__ = CustomLocalChalice
     config = Config.create(chalice_stage=stage, chalice_app=app)
 
     handler = functools.partial(_RequestHandler, app_object=app, config=config)
@@ -209,6 +210,14 @@ class LocalStack:
     _moto: _Emulator | None = None
 
     def start(self) -> None:
+        """Start everything, or, if any part fails (a port in use), stop what had started."""
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
         self._moto = _Emulator(self.host, self.moto_port)
         self._moto.start()
@@ -239,9 +248,13 @@ class LocalStack:
 
         api = make_http_service(app, self.host, self.port)
         self.services.insert(0, api)
-        for service in self.services:
-            service.start()
         self.api_url = api.url
+        for index, service in enumerate(self.services):
+            try:
+                service.start()
+            except BaseException:
+                del self.services[index:]  # stop() then stops only what had started
+                raise
 
     def stop(self) -> None:
         for service in reversed(self.services):

@@ -253,3 +253,25 @@ def test_sigterm_stops_the_stack_cleanly(stack: Stack) -> None:
     assert stack.process.wait(timeout=20) == 0
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{stack.api}/health", timeout=2)
+
+
+def test_a_port_in_use_is_a_clear_error_not_a_hang() -> None:
+    """GIVEN the API port is taken WHEN `make run` starts THEN it says so and exits 1,
+    leaving nothing running (the emulator it had started is stopped)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, "PORT": str(port)}
+        env.pop("REFUNDS_AWS_ENDPOINT", None)
+        finished = subprocess.run(
+            [sys.executable, "-m", "infra.local"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert finished.returncode == 1
+    assert "Address already in use" in finished.stdout
