@@ -272,6 +272,32 @@ def _import_ms(module: str) -> float:
     return statistics.median(runs) * 1000
 
 
+_COLD_GET = """
+import time
+from chalice.test import Client  # the test client stands in for Lambda's runtime: not timed
+started = time.perf_counter()
+from app import app
+imported = time.perf_counter()
+with Client(app, stage_name="local") as client:
+    answer = client.http.get(PATH, headers={"Authorization": "Bearer " + TOKEN})
+assert answer.status_code == 200, answer.body
+print(imported - started, time.perf_counter() - imported)
+"""
+
+
+def _cold_get_ms(endpoint: str, refund_id: str, token: str) -> tuple[float, float]:
+    """A fresh process's import and first GET /refunds/{id} (what a Lambda cold start pays)."""
+    code = _COLD_GET.replace("PATH", repr(f"/refunds/{refund_id}")).replace("TOKEN", repr(token))
+    env = {**os.environ, "REFUNDS_AWS_ENDPOINT": endpoint, "POWERTOOLS_LOG_LEVEL": "WARNING"}
+    runs = []
+    for _ in range(IMPORT_RUNS):
+        out = subprocess.run(  # noqa: S603 - our own interpreter and code
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+        ).stdout.split()
+        runs.append((float(out[0]) * 1000, float(out[1]) * 1000))
+    return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+
+
 def _print_table(pairs: list[tuple[Figures, Figures]]) -> None:
     print(
         f"{'route':<34}{'p50 ms':>8}{'p95 ms':>8}{'floor x':>9}{'AWS calls':>11}"
@@ -303,7 +329,8 @@ def main() -> int:
         for model in MODELS:
             meter.watch(model._get_connection().connection.client)
         meter.watch(ports.evidence.client)  # type: ignore[attr-defined]
-        headers = {"Authorization": "Bearer " + mint_token(LOCAL_DEFAULT_SECRET, USER)}
+        token = mint_token(LOCAL_DEFAULT_SECRET, USER)
+        headers = {"Authorization": "Bearer " + token}
         needed = SAMPLES + WARMUP
         with _serving(_floor_app(stack.aws_endpoint, "bench-floor")) as floor_url:
             orders, refunds = _seed(ports, needed, SMALL_STORE, "small")
@@ -319,6 +346,7 @@ def main() -> int:
                         stack.api_url, floor_url, headers, meter, ordered, refunds, label
                     )
                 )
+        cold_import, cold_get = _cold_get_ms(stack.aws_endpoint, refunds[0], token)
     finally:
         stack.stop()
 
@@ -329,6 +357,10 @@ def main() -> int:
     app_ms, boto3_ms = _import_ms("app"), _import_ms("boto3")
     print(
         f"import app {app_ms:.0f} ms, import boto3 {boto3_ms:.0f} ms: ratio {app_ms / boto3_ms:.2f}"
+    )
+    print(
+        f"cold start: import {cold_import:.0f} ms, then the first GET /refunds/{{id}} "
+        f"{cold_get:.0f} ms (clients, validators, JWT made on first use)"
     )
     return 0
 

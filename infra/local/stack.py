@@ -180,7 +180,9 @@ class _Emulator:
         self.server = make_server(
             host, port, one_at_a_time, threaded=True, request_handler=MotoRequestHandler
         )
-        self.thread = threading.Thread(target=self.server.serve_forever, name="aws-emulator")
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, name="aws-emulator", daemon=True
+        )
 
     @property
     def url(self) -> str:
