@@ -92,7 +92,7 @@ def put_order(call: Call, order_id: str) -> OrderOut:
         raise InvalidRequest(
             "order_id differs from the path", [{"field": "order_id", "problem": "not the path's"}]
         )
-    return OrderOut.of(orders.upsert_order(get_ports(), call.body.to_order()).order)
+    return OrderOut.model_validate(orders.upsert_order(get_ports(), call.body.to_order()).order)
 
 
 @api.route(
@@ -117,7 +117,7 @@ def refund_quote(call: Call, order_id: str) -> QuoteOut:
 
 def _render_create(outcome: Refund | DomainError | ServiceError) -> Answer:
     if isinstance(outcome, Refund):
-        return Answer(201, RefundOut.of(outcome).model_dump_json(by_alias=True))
+        return Answer(201, RefundOut.model_validate(outcome).model_dump_json(by_alias=True))
     answer = error_answer(outcome)
     if answer is None:
         raise outcome
@@ -180,12 +180,12 @@ def create_refund(call: Call) -> Reply:
 def list_refunds(call: Call) -> RefundListOut:
     q: ListRefundsQuery = call.query
     page = refunds.list_refunds(get_ports(), call.user_id, q.status, q.limit, q.cursor)
-    return RefundListOut.of(page)
+    return RefundListOut.model_validate(page)
 
 
 @api.route("/refunds/{refund_id}", "GET", response=RefundOut, summary="One refund")
 def get_refund(call: Call, refund_id: str) -> RefundOut:
-    return RefundOut.of(refunds.get_refund(get_ports(), call.user_id, refund_id))
+    return RefundOut.model_validate(refunds.get_refund(get_ports(), call.user_id, refund_id))
 
 
 @api.route(
@@ -218,7 +218,7 @@ def add_evidence(call: Call, refund_id: str) -> EvidenceSlotOut:
 def submit_refund(call: Call, refund_id: str) -> RefundOut:
     description = call.body.description if call.body else None
     command = refunds.SubmitRefund(call.user_id, refund_id, description)
-    return RefundOut.of(refunds.submit_refund(get_ports(), command))
+    return RefundOut.model_validate(refunds.submit_refund(get_ports(), command))
 
 
 @api.route(
@@ -229,7 +229,7 @@ def submit_refund(call: Call, refund_id: str) -> RefundOut:
     summary="Withdraw the refund",
 )
 def cancel_refund(call: Call, refund_id: str) -> RefundOut:
-    return RefundOut.of(refunds.cancel_refund(get_ports(), call.user_id, refund_id))
+    return RefundOut.model_validate(refunds.cancel_refund(get_ports(), call.user_id, refund_id))
 
 
 @api.route(

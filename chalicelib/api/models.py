@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
+    AliasChoices,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
@@ -21,6 +22,7 @@ from pydantic import (
 
 from chalicelib.domain.evidence import ALLOWED_CONTENT_TYPES, MAX_EVIDENCE_BYTES
 from chalicelib.domain.model import (
+    Action,
     EvidenceKind,
     Gift,
     Order,
@@ -30,13 +32,11 @@ from chalicelib.domain.model import (
     PayoutChannel,
     PlatformFault,
     Reason,
-    Refund,
     RefundStatus,
     Usage,
 )
 from chalicelib.domain.policy import Quote
 from chalicelib.domain.rules import KindRules, RuleText
-from chalicelib.service.ports import Page
 from chalicelib.service.refunds import EvidenceSlot
 
 __all__ = [
@@ -110,7 +110,9 @@ class Query(BaseModel):
 
 
 class Out(BaseModel):
-    model_config = ConfigDict(populate_by_name=True, defer_build=True)
+    """A response body, read straight from the domain's objects (their attributes)."""
+
+    model_config = ConfigDict(populate_by_name=True, from_attributes=True, defer_build=True)
 
 
 class UsageIn(Body):
@@ -220,35 +222,6 @@ class OrderOut(Out):
     gifts: list[GiftOut]
     platform_fault: PlatformFault | None
     version: int | None
-
-    @classmethod
-    def of(cls, order: Order) -> OrderOut:
-        usage = order.usage
-        return cls(
-            order_id=order.order_id,
-            user_id=order.user_id,
-            kind=order.kind,
-            sku=order.sku,
-            title=order.title,
-            category=order.category,
-            list_price=order.list_price,
-            paid_amount=order.paid_amount,
-            shipping_fee=order.shipping_fee,
-            currency=order.currency,
-            payment_channel=order.payment_channel,
-            channel_trade_no=order.channel_trade_no,
-            paid_at=order.paid_at,
-            refund_deadline=order.refund_deadline,
-            status=order.status,
-            usage=UsageOut(total_units=usage.total_units, used_units=usage.used_units)
-            if usage
-            else None,
-            service_completion=order.service_completion,
-            customized=order.customized,
-            gifts=[GiftOut(sku=g.sku, title=g.title, value=g.value) for g in order.gifts],
-            platform_fault=order.platform_fault,
-            version=order.version,
-        )
 
 
 class QuoteQuery(Query):
@@ -362,9 +335,11 @@ class MessageOut(Out):
 class HistoryOut(Out):
     at: datetime
     actor: str
-    action: str
-    from_: RefundStatus | None = Field(alias="from")
-    to: RefundStatus | None
+    action: Action
+    from_: RefundStatus | None = Field(
+        validation_alias=AliasChoices("from_status", "from"), serialization_alias="from"
+    )
+    to: RefundStatus | None = Field(validation_alias=AliasChoices("to_status", "to"))
     note: str | None
     rule: str | None
 
@@ -392,56 +367,6 @@ class RefundOut(Out):
     created_at: datetime
     updated_at: datetime
 
-    @classmethod
-    def of(cls, refund: Refund) -> RefundOut:
-        return cls(
-            refund_id=refund.refund_id,
-            order_id=refund.order_id,
-            user_id=refund.user_id,
-            status=refund.status,
-            reason=refund.reason,
-            description=refund.description,
-            amount=refund.amount,
-            approved_amount=refund.approved_amount,
-            currency=refund.currency,
-            payout_channel=refund.payout_channel,
-            channel=refund.channel,
-            fast_track=refund.fast_track,
-            needs_return=refund.needs_return,
-            escalation_level=refund.escalation_level,
-            evidence=[
-                EvidenceOut(
-                    evidence_id=e.evidence_id,
-                    kind=e.kind,
-                    content_type=e.content_type,
-                    size=e.size,
-                    uploaded=e.uploaded,
-                    problem=e.problem,
-                )
-                for e in refund.evidence
-            ],
-            messages=[
-                MessageOut(at=m.at, author_role=m.author_role, body=m.body)  # type: ignore[arg-type]
-                for m in refund.messages
-            ],
-            history=[
-                HistoryOut(
-                    at=h.at,
-                    actor=h.actor,
-                    action=h.action.value,
-                    **{"from": h.from_status},
-                    to=h.to_status,
-                    note=h.note,
-                    rule=h.rule,
-                )
-                for h in refund.history
-            ],
-            review_due_at=refund.review_due_at,
-            payout_due_at=refund.payout_due_at,
-            created_at=refund.created_at,
-            updated_at=refund.updated_at,
-        )
-
 
 class ListRefundsQuery(Query):
     status: RefundStatus | None = None
@@ -452,10 +377,6 @@ class ListRefundsQuery(Query):
 class RefundListOut(Out):
     items: list[RefundOut]
     next_cursor: str | None
-
-    @classmethod
-    def of(cls, page: Page) -> RefundListOut:
-        return cls(items=[RefundOut.of(r) for r in page.items], next_cursor=page.next_cursor)
 
 
 class HealthOut(Out):
