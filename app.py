@@ -9,7 +9,7 @@ from functools import lru_cache
 from chalice.app import Chalice
 
 from chalicelib.api.errors import IdempotencyKeyMissing, InvalidRequest, error_answer
-from chalicelib.api.http import Access, Call, Reply, Router, request_context
+from chalicelib.api.http import Access, Call, Reply, Router, json_text, request_context
 from chalicelib.api.models import (
     CreateRefundIn,
     EvidenceIn,
@@ -121,7 +121,7 @@ def _render_create(outcome: Refund | DomainError | ServiceError) -> Answer:
     answer = error_answer(outcome)
     if answer is None:
         raise outcome
-    return Answer(answer.status, json.dumps(answer.body, ensure_ascii=False, separators=(",", ":")))
+    return Answer(answer.status, json_text(answer.body))
 
 
 def _fingerprint(raw_body: bytes) -> str:

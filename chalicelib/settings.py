@@ -32,7 +32,6 @@ class Settings:
     create that died, and is released."""
     idempotency_keep_hours: int = 25
     upload_expires_seconds: int = 900
-    download_expires_seconds: int = 300
 
     @property
     def is_local(self) -> bool:

@@ -40,6 +40,7 @@ __all__ = [
     "RouteSpec",
     "Router",
     "json_response",
+    "json_text",
     "logger",
     "request_context",
     "request_id_for",
@@ -111,15 +112,15 @@ class RouteSpec:
     headers: tuple[str, ...] = ()
 
 
+def json_text(body: Any) -> str:
+    """Compact JSON; Chinese text goes out as UTF-8, not as escapes."""
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+
+
 def json_response(
     status: int, body: str | dict[str, Any], headers: dict[str, str] | None = None
 ) -> Response:
-    """A JSON answer; Chinese text goes out as UTF-8, not as escapes."""
-    text = (
-        body
-        if isinstance(body, str)
-        else json.dumps(body, ensure_ascii=False, separators=(",", ":"))
-    )
+    text = body if isinstance(body, str) else json_text(body)
     return Response(
         body=text, status_code=status, headers={"Content-Type": JSON, **(headers or {})}
     )

@@ -11,7 +11,6 @@ are further services added to the same list.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import threading
@@ -79,14 +78,13 @@ class _RequestHandler(ChaliceRequestHandler):
 
     def _send_envelope(self, status: int, code: str, message: str) -> None:
         from chalicelib.api.errors import envelope
-        from chalicelib.api.http import JSON, request_id_for
+        from chalicelib.api.http import JSON, json_text, request_id_for
 
         headers = {
             "Content-Type": JSON,
             "X-Request-Id": request_id_for(self.headers.get("x-request-id", "")),
         }
-        body = json.dumps(envelope(code, message), ensure_ascii=False, separators=(",", ":"))
-        self._send_http_response(status, headers, body)
+        self._send_http_response(status, headers, json_text(envelope(code, message)))
 
     def _read_chunked(self) -> bytes:
         """A chunked body, read up to a bound (the app answers 413 past 64 KiB anyway)."""
