@@ -27,9 +27,11 @@ class Settings:
     jwt_issuer: str | None
     jwt_audience: str | None
     idempotency_lease_seconds: int = 30
-    """How long a create holds its key. Keep it above the function's timeout (25 s in
-    .chalice/config.json): a booking older than the lease with no refund item is taken for a
-    create that died, and is released."""
+    """How long a create holds its key. It must outlive the function's timeout: a booking
+    older than the lease with no refund item is taken for a create that died, and is
+    released; ``from_environ`` refuses settings where it does not."""
+    function_timeout_seconds: int = 25
+    """The function's timeout, as ``lambda_timeout`` in .chalice/config.json sets it."""
     idempotency_keep_hours: int = 25
     upload_expires_seconds: int = 900
 
@@ -59,7 +61,16 @@ class Settings:
             jwt_issuer=env.get("REFUNDS_JWT_ISSUER") or None,
             jwt_audience=env.get("REFUNDS_JWT_AUDIENCE") or None,
             idempotency_lease_seconds=int(env.get("REFUNDS_IDEMPOTENCY_LEASE_SECONDS", "30")),
+            function_timeout_seconds=int(env.get("REFUNDS_FUNCTION_TIMEOUT_SECONDS", "25")),
         )
+
+    def __post_init__(self) -> None:
+        if self.idempotency_lease_seconds <= self.function_timeout_seconds:
+            raise RuntimeError(
+                f"REFUNDS_IDEMPOTENCY_LEASE_SECONDS ({self.idempotency_lease_seconds}) must be"
+                f" longer than the function's timeout ({self.function_timeout_seconds} s):"
+                " a create still running when its lease ends would be taken for a dead one"
+            )
 
 
 @lru_cache(maxsize=1)

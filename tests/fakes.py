@@ -9,13 +9,16 @@ Everything is deep-copied on the way in and out, as a database would: a use case
 mutates a loaded object without saving it changes nothing, and a test notices.
 
 Fault injection: every fake repository has ``fail_next(method, error)`` (the next call of
-``method`` raises ``error``, a RuntimeError by default: a process dying half-way) and
+``method`` raises ``error``, a RuntimeError by default: a process dying half-way),
 ``before_next(method, hook)`` (run ``hook`` just before the next call: a concurrent request
-slipping in between a read and a write). ``calls`` counts the calls of each method.
+slipping in between a read and a write) and ``lose_answer_next(method)`` (the next write is
+applied, its answer is lost, and the SDK sends the same request again: DESIGN.md, "Lost
+answers"). ``calls`` counts the calls of each method.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 from collections import Counter
@@ -23,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from chalicelib.domain.model import (
     Message,
@@ -37,7 +40,13 @@ from chalicelib.domain.model import (
     Refund,
     RefundStatus,
 )
-from chalicelib.service.exceptions import ConcurrentChange, Conflict, IdempotencyKeyInFlight
+from chalicelib.service.exceptions import (
+    ConcurrentChange,
+    Conflict,
+    IdempotencyKeyInFlight,
+    RefundIdFenced,
+    RefundTotalExceeded,
+)
 from chalicelib.service.ports import (
     IdempotencyRecord,
     Page,
@@ -67,6 +76,7 @@ NOW = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
 """Where both fake clocks start: the same instant as the unit suite's ``NOW``."""
 
 HEAD_BYTES = 16
+T = TypeVar("T")
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
@@ -76,6 +86,7 @@ class _Faults:
     def __init__(self) -> None:
         self._errors: dict[str, BaseException] = {}
         self._hooks: dict[str, Callable[[], object]] = {}
+        self._lost_answers: set[str] = set()
         self.calls: Counter[str] = Counter()
 
     def fail_next(self, method: str, error: BaseException | None = None) -> None:
@@ -85,6 +96,23 @@ class _Faults:
     def before_next(self, method: str, hook: Callable[[], object]) -> None:
         """Run ``hook`` once, just before the next call of ``method`` does its work."""
         self._hooks[method] = hook
+
+    def lose_answer_next(self, method: str) -> None:
+        """The next call of ``method`` is applied, then answered as its SDK retry is.
+
+        botocore resends a write whose answer timed out; when the first attempt was applied,
+        the retry meets the state that attempt left. Each fake write is one ``attempt``
+        closure over its request, so the retry is exactly the same request sent again.
+        """
+        self._lost_answers.add(method)
+
+    def _send(self, method: str, attempt: Callable[[], T]) -> T:
+        """Apply one write request, as the SDK would send it (twice, if its answer is lost)."""
+        if method in self._lost_answers:
+            self._lost_answers.discard(method)
+            with contextlib.suppress(Exception):
+                attempt()  # applied (or refused); either way its answer never arrives
+        return attempt()
 
     def _enter(self, method: str) -> None:
         self.calls[method] += 1
@@ -176,41 +204,60 @@ class FakeOrderRepository(_Faults):
 
     def upsert(self, order: Order) -> StoredOrder:
         self._enter("upsert")
-        row = self._rows.get(order.order_id)
-        if row is None:
-            row = _OrderRow(copy.deepcopy(order), OrderBooking(), None)
-            self._rows[order.order_id] = row
+
+        def attempt() -> StoredOrder:
+            row = self._rows.get(order.order_id)
+            if row is None:
+                row = _OrderRow(copy.deepcopy(order), OrderBooking(), None)
+                self._rows[order.order_id] = row
+                return self._stored(row)
+            stored_version = row.order.version
+            applies = stored_version is None or (
+                order.version is not None and stored_version <= order.version
+            )
+            if applies:
+                # The booking fields are the refunds' business, never the order system's.
+                row.order = copy.deepcopy(order)
             return self._stored(row)
-        stored_version = row.order.version
-        applies = stored_version is None or (
-            order.version is not None and stored_version <= order.version
-        )
-        if applies:
-            # The booking fields are the refunds' business, never the order system's.
-            row.order = copy.deepcopy(order)
-        return self._stored(row)
+
+        return self._send("upsert", attempt)
 
     def book_refund(
         self, order_id: str, refund_id: str, amount: int, seen: OrderBooking, at: datetime
     ) -> None:
         self._enter("book_refund")
-        row = self._rows.get(order_id)
-        if (
-            row is None
-            or row.booking.refunded_total != seen.refunded_total
-            or row.booking.open_refund_id is not None
-        ):
-            raise Conflict("a refund for this order is already open", rule="E4")
-        row.booking = replace(row.booking, open_refund_id=refund_id, open_refund_amount=amount)
-        row.booked_at = at
 
-    def settle_refund(self, order_id: str, refund_id: str, paid_amount: int) -> None:
+        def attempt() -> None:
+            row = self._rows.get(order_id)
+            if row is not None and row.booking.open_refund_id == refund_id:
+                return  # this request's own booking, applied by an attempt whose answer was lost
+            if (
+                row is None
+                or row.booking.refunded_total != seen.refunded_total
+                or row.booking.open_refund_id is not None
+            ):
+                raise Conflict("a refund for this order is already open", rule="E4")
+            row.booking = replace(row.booking, open_refund_id=refund_id, open_refund_amount=amount)
+            row.booked_at = at
+
+        self._send("book_refund", attempt)
+
+    def settle_refund(
+        self, order_id: str, refund_id: str, refunded: int, *, paid_limit: int
+    ) -> None:
         self._enter("settle_refund")
-        row = self._rows.get(order_id)
-        if row is None or row.booking.open_refund_id != refund_id:
-            return
-        row.booking = OrderBooking(refunded_total=row.booking.refunded_total + paid_amount)
-        row.booked_at = None
+
+        def attempt() -> None:
+            row = self._rows.get(order_id)
+            if row is None or row.booking.open_refund_id != refund_id:
+                return  # settled already, by this request's lost attempt or another
+            total = row.booking.refunded_total + refunded
+            if total > paid_limit:
+                raise RefundTotalExceeded(order_id)
+            row.booking = OrderBooking(refunded_total=total)
+            row.booked_at = None
+
+        self._send("settle_refund", attempt)
 
     @staticmethod
     def _stored(row: _OrderRow) -> StoredOrder:
@@ -228,6 +275,13 @@ class FakeRefundRepository(_Faults):
         self._items: dict[str, Refund] = {}
         self._created: dict[str, Refund] = {}
         self._abandoned: set[str] = set()
+        self._change_ids: dict[str, int] = {}
+        """The change id of each refund's last write, as the item's ``change_id``."""
+        self._changes = 0
+
+    def _new_change_id(self) -> int:
+        self._changes += 1
+        return self._changes
 
     def get(self, refund_id: str) -> Refund | None:
         self._enter("get")
@@ -241,34 +295,58 @@ class FakeRefundRepository(_Faults):
 
     def add(self, refund: Refund) -> None:
         self._enter("add")
-        if refund.refund_id in self._items or refund.refund_id in self._abandoned:
-            raise Conflict(f"refund {refund.refund_id} exists")
-        stored = copy.deepcopy(refund)
-        stored.version = 1
-        self._items[refund.refund_id] = stored
-        # The refund exactly as this add stored it, version 1 included; saves never touch it.
-        self._created[refund.refund_id] = copy.deepcopy(stored)
+        request = copy.deepcopy(refund)
+        request.version = 1
+        change_id = self._new_change_id()
+
+        def attempt() -> None:
+            if request.refund_id in self._abandoned:
+                raise RefundIdFenced(request.refund_id)
+            if request.refund_id in self._items:
+                if self._change_ids.get(request.refund_id) == change_id:
+                    return  # this request's own add, whose answer was lost
+                raise Conflict(f"refund {request.refund_id} exists")
+            self._items[request.refund_id] = copy.deepcopy(request)
+            self._change_ids[request.refund_id] = change_id
+            # The refund exactly as this add stored it, version 1 included; saves never
+            # touch it.
+            self._created[request.refund_id] = copy.deepcopy(request)
+
+        self._send("add", attempt)
         refund.version = 1
 
     def save(self, refund: Refund) -> None:
         self._enter("save")
-        current = self._items.get(refund.refund_id)
-        # DynamoDB's version condition: the stored version equals the one read, or, for a
-        # version of 0, no version stored at all.
-        current_version = current.version if current else 0
-        if refund.version != current_version:
-            raise ConcurrentChange()
-        stored = copy.deepcopy(refund)
-        stored.version = current_version + 1
-        self._items[refund.refund_id] = stored
-        refund.version = stored.version
+        request = copy.deepcopy(refund)
+        change_id = self._new_change_id()
+
+        def attempt() -> int:
+            current = self._items.get(request.refund_id)
+            # DynamoDB's version condition: the stored version equals the one read, or, for
+            # a version of 0, no version stored at all.
+            current_version = current.version if current else 0
+            if request.version != current_version:
+                if self._change_ids.get(request.refund_id) == change_id:
+                    return current_version  # this save, whose answer was lost
+                raise ConcurrentChange()
+            stored = copy.deepcopy(request)
+            stored.version = current_version + 1
+            self._items[request.refund_id] = stored
+            self._change_ids[request.refund_id] = change_id
+            return stored.version
+
+        refund.version = self._send("save", attempt)
 
     def abandon(self, refund_id: str, at: datetime) -> bool:
         self._enter("abandon")
-        if refund_id in self._items:
-            return False
-        self._abandoned.add(refund_id)
-        return True
+
+        def attempt() -> bool:
+            if refund_id in self._items:
+                return False
+            self._abandoned.add(refund_id)
+            return True
+
+        return self._send("abandon", attempt)
 
     def list_for_user(
         self, user_id: str, status: RefundStatus | None, limit: int, cursor: str | None
@@ -303,7 +381,11 @@ class FakeMessageLog(_Faults):
 
     def append(self, refund_id: str, message: Message) -> None:
         self._enter("append")
-        self._messages.setdefault(refund_id, {})[message.message_id] = message
+
+        def attempt() -> None:
+            self._messages.setdefault(refund_id, {})[message.message_id] = message
+
+        self._send("append", attempt)
 
     def oldest(self, refund_id: str, count: int) -> list[Message]:
         self._enter("oldest")
@@ -384,31 +466,74 @@ class FakeIdempotencyStore(_Faults):
 
     def claim(self, record: IdempotencyRecord, now: datetime) -> IdempotencyRecord | None:
         self._enter("claim")
-        held = self._records.get(record.scope_key)
-        if held is None or held.expires_at < now:
-            # A new claim carries no answer yet, whatever the record passed in says.
-            self._records[record.scope_key] = replace(record, status_code=None, body=None)
-            return None
-        return held
 
-    def take_over(self, record: IdempotencyRecord, lease_until: datetime) -> None:
+        def attempt() -> IdempotencyRecord | None:
+            held = self._records.get(record.scope_key)
+            if held is None or held.expires_at < now:
+                # A new claim carries no answer yet, whatever the record passed in says.
+                self._records[record.scope_key] = replace(record, status_code=None, body=None)
+                return None
+            if held.holder == record.holder:
+                return None  # this request's own claim, whose answer was lost
+            return held
+
+        return self._send("claim", attempt)
+
+    def take_over(self, seen: IdempotencyRecord, record: IdempotencyRecord) -> None:
         self._enter("take_over")
-        held = self._records.get(record.scope_key)
-        if held is None or held.lease_until != record.lease_until or held.body is not None:
-            raise IdempotencyKeyInFlight()
-        self._records[record.scope_key] = replace(held, lease_until=lease_until)
 
-    def finish(self, scope_key: str, status_code: int, body: str) -> None:
+        def attempt() -> None:
+            held = self._records.get(record.scope_key)
+            if held is not None and held.holder == record.holder:
+                return  # this request's own take-over, whose answer was lost
+            if (
+                held is None
+                or held.holder != seen.holder
+                or held.lease_until != seen.lease_until
+                or held.body is not None
+            ):
+                raise IdempotencyKeyInFlight()
+            self._records[record.scope_key] = replace(
+                held, holder=record.holder, lease_until=record.lease_until
+            )
+
+        self._send("take_over", attempt)
+
+    def reassign(self, record: IdempotencyRecord) -> None:
+        self._enter("reassign")
+
+        def attempt() -> None:
+            held = self._held_by(record)
+            if held is None:
+                raise IdempotencyKeyInFlight()
+            self._records[record.scope_key] = replace(held, refund_id=record.refund_id)
+
+        self._send("reassign", attempt)
+
+    def finish(self, record: IdempotencyRecord, status_code: int, body: str) -> None:
         self._enter("finish")
-        held = self._records.get(scope_key)
-        if held is not None:
-            self._records[scope_key] = replace(held, status_code=status_code, body=body)
 
-    def release(self, scope_key: str, now: datetime) -> None:
+        def attempt() -> None:
+            held = self._held_by(record)
+            if held is not None:
+                self._records[record.scope_key] = replace(held, status_code=status_code, body=body)
+
+        self._send("finish", attempt)
+
+    def release(self, record: IdempotencyRecord, now: datetime) -> None:
         self._enter("release")
-        held = self._records.get(scope_key)
-        if held is not None:
-            self._records[scope_key] = replace(held, lease_until=now)
+
+        def attempt() -> None:
+            held = self._held_by(record)
+            if held is not None:
+                self._records[record.scope_key] = replace(held, lease_until=now)
+
+        self._send("release", attempt)
+
+    def _held_by(self, record: IdempotencyRecord) -> IdempotencyRecord | None:
+        """The stored key, if ``record``'s request still holds it."""
+        held = self._records.get(record.scope_key)
+        return held if held is not None and held.holder == record.holder else None
 
 
 # --- wiring and builders -------------------------------------------------------------------

@@ -2,10 +2,17 @@
 
 Access patterns (docs/access-patterns.md): every hot path is a key-value operation
 (GetItem, PutItem, UpdateItem); lists are Queries on indexes; nothing scans.
+
+Lost answers (DESIGN.md): botocore resends a write whose answer it did not get, and when the
+first attempt was applied the resent one fails its own condition. So every conditional write
+here, on a failed condition, reads the item (strongly consistent) and, when it already holds
+this request's write (its refund id, its change id, its holder), returns as if it had
+succeeded. docs/access-patterns.md says for each write how it recognises its own.
 """
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime
 from typing import TypeVar
 
@@ -22,7 +29,13 @@ from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
 from chalicelib.domain.model import Message, Order, OrderBooking, Refund, RefundStatus
-from chalicelib.service.exceptions import ConcurrentChange, Conflict, IdempotencyKeyInFlight
+from chalicelib.service.exceptions import (
+    ConcurrentChange,
+    Conflict,
+    IdempotencyKeyInFlight,
+    RefundIdFenced,
+    RefundTotalExceeded,
+)
 from chalicelib.service.ports import IdempotencyRecord, Page, StoredOrder
 from chalicelib.settings import Settings
 
@@ -139,6 +152,8 @@ class RefundModel(Model):
     created_doc = UnicodeAttribute(null=True)
     """The document as the create wrote it, so an idempotent replay answers exactly the same."""
     abandoned_at = UTCDateTimeAttribute(null=True)
+    change_id = UnicodeAttribute(null=True)
+    """A token of the write that stored this state, so that write's retry knows it as its own."""
     version = VersionAttribute()
 
     by_user = UserRefundsIndex()
@@ -193,6 +208,7 @@ class IdempotencyModel(Model):
     scope_key = UnicodeAttribute(hash_key=True)
     fingerprint = UnicodeAttribute()
     refund_id = UnicodeAttribute()
+    holder = UnicodeAttribute()
     lease_until = UTCDateTimeAttribute()
     expires_at = TTLAttribute()
     status_code = NumberAttribute(null=True)
@@ -203,6 +219,7 @@ class IdempotencyModel(Model):
             scope_key=self.scope_key,
             fingerprint=self.fingerprint,
             refund_id=self.refund_id,
+            holder=self.holder,
             lease_until=self.lease_until,
             expires_at=self.expires_at,
             status_code=int(self.status_code) if self.status_code is not None else None,
@@ -281,25 +298,40 @@ class DynamoOrderRepository:
                 condition=condition,
             )
         except UpdateError as error:
-            if _lost_condition(error):
-                raise Conflict("a refund for this order is already open", rule="E4") from error
-            raise
+            if not _lost_condition(error):
+                raise
+            stored = _get(OrderModel, order_id)
+            if stored is not None and stored.open_refund_id == refund_id:
+                return  # this request's own booking, applied by an attempt whose answer was lost
+            raise Conflict("a refund for this order is already open", rule="E4") from error
 
-    def settle_refund(self, order_id: str, refund_id: str, paid_amount: int) -> None:
+    def settle_refund(
+        self, order_id: str, refund_id: str, refunded: int, *, paid_limit: int
+    ) -> None:
         model = OrderModel
         try:
             model(order_id).update(
                 actions=[
-                    model.refunded_total.add(paid_amount),
+                    model.refunded_total.add(refunded),
                     model.open_refund_id.remove(),
                     model.open_refund_amount.remove(),
                     model.open_refund_booked_at.remove(),
                 ],
-                condition=model.open_refund_id == refund_id,
+                # E4 in the database: the total never passes what the user paid.
+                condition=(model.open_refund_id == refund_id)
+                & (model.refunded_total <= paid_limit - refunded),
             )
         except UpdateError as error:
             if not _lost_condition(error):
                 raise
+            stored = _get(OrderModel, order_id)
+            if stored is not None and stored.open_refund_id == refund_id:
+                raise RefundTotalExceeded(order_id) from error
+            # Settled already: by this request's attempt whose answer was lost, or another.
+
+
+def _change_id() -> str:
+    return secrets.token_hex(8)
 
 
 class DynamoRefundRepository:
@@ -328,18 +360,25 @@ class DynamoRefundRepository:
     def add(self, refund: Refund) -> None:
         item = RefundModel.from_refund(refund)
         item.created_doc = item.doc
+        item.change_id = _change_id()
         try:
             item.save(condition=RefundModel.refund_id.does_not_exist())
         except PutError as error:
-            if _lost_condition(error):
+            if not _lost_condition(error):
+                raise
+            stored = _get(RefundModel, refund.refund_id)
+            if stored is not None and stored.doc is None:
+                raise RefundIdFenced(refund.refund_id) from error
+            if stored is None or stored.change_id != item.change_id:
                 raise Conflict(f"refund {refund.refund_id} exists") from error
-            raise
-        refund.version = int(item.version or 0)
+            # This add, whose answer was lost.
+        refund.version = 1
 
     def save(self, refund: Refund) -> None:
         """One UpdateItem, conditional on the version read; ``created_doc`` stays as it was."""
         item = RefundModel.from_refund(refund)
         model = RefundModel
+        change_id = _change_id()
         try:
             item.update(
                 actions=[
@@ -348,12 +387,16 @@ class DynamoRefundRepository:
                     model.user_status.set(item.user_status),
                     model.queue_rank.set(item.queue_rank),
                     model.doc.set(item.doc),
+                    model.change_id.set(change_id),
                 ]
             )
         except UpdateError as error:
-            if _lost_condition(error):
+            if not _lost_condition(error):
+                raise
+            stored = _get(RefundModel, refund.refund_id)
+            if stored is None or stored.change_id != change_id:
                 raise ConcurrentChange() from error
-            raise
+            item.version = stored.version  # this save, whose answer was lost
         refund.version = int(item.version or 0)
 
     def list_for_user(
@@ -400,6 +443,7 @@ class DynamoIdempotencyStore:
             record.scope_key,
             fingerprint=record.fingerprint,
             refund_id=record.refund_id,
+            holder=record.holder,
             lease_until=record.lease_until,
             expires_at=record.expires_at,
         )
@@ -415,25 +459,62 @@ class DynamoIdempotencyStore:
             held = _get(IdempotencyModel, record.scope_key)
             if held is None:
                 raise IdempotencyKeyInFlight() from error
+            if held.holder == record.holder:
+                return None  # this request's own claim, whose answer was lost
             return held.to_record()
         return None
 
-    def take_over(self, record: IdempotencyRecord, lease_until: datetime) -> None:
+    def take_over(self, seen: IdempotencyRecord, record: IdempotencyRecord) -> None:
         model = IdempotencyModel
         try:
             model(record.scope_key).update(
-                actions=[model.lease_until.set(lease_until)],
-                condition=(model.lease_until == record.lease_until) & model.body.does_not_exist(),
+                actions=[
+                    model.holder.set(record.holder),
+                    model.lease_until.set(record.lease_until),
+                ],
+                condition=(model.holder == seen.holder)
+                & (model.lease_until == seen.lease_until)
+                & model.body.does_not_exist(),
+            )
+        except UpdateError as error:
+            if not _lost_condition(error):
+                raise
+            if not self._holds(record):
+                raise IdempotencyKeyInFlight() from error
+            # This request's own take-over, whose answer was lost.
+
+    def reassign(self, record: IdempotencyRecord) -> None:
+        model = IdempotencyModel
+        try:
+            model(record.scope_key).update(
+                actions=[model.refund_id.set(record.refund_id)],
+                condition=model.holder == record.holder,
             )
         except UpdateError as error:
             if _lost_condition(error):
                 raise IdempotencyKeyInFlight() from error
             raise
 
-    def finish(self, scope_key: str, status_code: int, body: str) -> None:
+    def finish(self, record: IdempotencyRecord, status_code: int, body: str) -> None:
         model = IdempotencyModel
-        model(scope_key).update(actions=[model.status_code.set(status_code), model.body.set(body)])
+        self._while_held(record, [model.status_code.set(status_code), model.body.set(body)])
 
-    def release(self, scope_key: str, now: datetime) -> None:
+    def release(self, record: IdempotencyRecord, now: datetime) -> None:
+        self._while_held(record, [IdempotencyModel.lease_until.set(now)])
+
+    @staticmethod
+    def _while_held(record: IdempotencyRecord, actions: list[UpdateAction]) -> None:
+        """Write the key only while ``record``'s request holds it. Resending the same write
+        meets the same condition, so a lost answer needs no reading back; a request that lost
+        its lease to a retry writes nothing over the retry's work."""
         model = IdempotencyModel
-        model(scope_key).update(actions=[model.lease_until.set(now)])
+        try:
+            model(record.scope_key).update(actions=actions, condition=model.holder == record.holder)
+        except UpdateError as error:
+            if not _lost_condition(error):
+                raise
+
+    @staticmethod
+    def _holds(record: IdempotencyRecord) -> bool:
+        held = _get(IdempotencyModel, record.scope_key)
+        return held is not None and held.holder == record.holder

@@ -8,6 +8,8 @@ __all__ = [
     "IdempotencyKeyInFlight",
     "IdempotencyKeyReused",
     "NotFound",
+    "RefundIdFenced",
+    "RefundTotalExceeded",
     "ServiceError",
 ]
 
@@ -50,3 +52,20 @@ class IdempotencyKeyInFlight(Conflict):
 
 class IdempotencyKeyReused(ServiceError):
     """The idempotency key was first used with another body."""
+
+
+class RefundTotalExceeded(Conflict):
+    """Settling the refund would take the order's refunded total past what was paid (E4)."""
+
+    def __init__(self, order_id: str) -> None:
+        super().__init__(
+            f"refunds of order {order_id} would exceed what was paid for it", rule="E4"
+        )
+
+
+class RefundIdFenced(ServiceError):
+    """The refund id was fenced off as the id of a create that died; it can never be stored."""
+
+    def __init__(self, refund_id: str) -> None:
+        super().__init__(f"refund id {refund_id} was abandoned")
+        self.refund_id = refund_id

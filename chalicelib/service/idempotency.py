@@ -4,7 +4,9 @@ A key is scoped to its caller. The first request claims it with a lease and the 
 will create; a retry with the same body replays the first answer, or, if the first request
 died half-way, takes over the lease and completes the same create under the same refund id.
 A successful answer is not written back to the key: the refund item keeps its state as
-created, so success costs no extra write.
+created, so success costs no extra write. Every write of the key names the request that holds
+its lease (``holder``), so a request that outlived its lease can neither store its answer
+over its retry's nor end the retry's lease.
 """
 
 from __future__ import annotations
@@ -17,7 +19,12 @@ from datetime import timedelta
 from chalicelib.domain.exceptions import DomainError
 from chalicelib.domain.model import Refund
 
-from .exceptions import IdempotencyKeyInFlight, IdempotencyKeyReused, ServiceError
+from .exceptions import (
+    IdempotencyKeyInFlight,
+    IdempotencyKeyReused,
+    RefundIdFenced,
+    ServiceError,
+)
 from .ports import IdempotencyRecord, Ports
 from .refunds import CreateRefund, create_refund
 
@@ -53,6 +60,7 @@ def create_refund_once(
         scope_key=scope_key(command.user_id, key),
         fingerprint=fingerprint,
         refund_id=ports.ids.new_id("rf_"),
+        holder=ports.ids.new_id("rq_"),
         lease_until=lease_until,
         expires_at=now + timedelta(hours=config.idempotency_keep_hours),
     )
@@ -68,15 +76,29 @@ def create_refund_once(
             return render(created)
         if held.lease_until > now:
             raise IdempotencyKeyInFlight()
-        ports.idempotency.take_over(held, lease_until)
-        record = replace(held, lease_until=lease_until)
+        record = replace(held, holder=fresh.holder, lease_until=lease_until)
+        ports.idempotency.take_over(held, record)
     try:
-        refund = create_refund(ports, command, refund_id=record.refund_id)
+        refund = _create_under_key(ports, command, record)
     except (DomainError, ServiceError) as refusal:
         answer = render(refusal)
-        ports.idempotency.finish(record.scope_key, answer.status_code, answer.body)
+        ports.idempotency.finish(record, answer.status_code, answer.body)
         return answer
     except Exception:
-        ports.idempotency.release(record.scope_key, ports.clock.wall_now())
+        ports.idempotency.release(record, ports.clock.wall_now())
         raise
     return render(refund)
+
+
+def _create_under_key(ports: Ports, command: CreateRefund, record: IdempotencyRecord) -> Refund:
+    """Create under the key's refund id; if that id was fenced as a dead create's, under a
+    new one. A fenced id means the create that held it was taken for dead and its booking
+    released: the work is not done, and the key's own request does it again in full."""
+    try:
+        return create_refund(ports, command, refund_id=record.refund_id)
+    except RefundIdFenced:
+        renewed = replace(record, refund_id=ports.ids.new_id("rf_"))
+        ports.idempotency.reassign(renewed)
+        # A new id is booked afresh within this request, far inside its lease, so it cannot
+        # be taken for a dead create's and fenced again.
+        return create_refund(ports, command, refund_id=renewed.refund_id)

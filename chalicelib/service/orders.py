@@ -57,7 +57,8 @@ def current_booking(
     else:
         return booking
     if repair:
-        ports.orders.settle_refund(stored.order.order_id, open_id, paid)
+        order = stored.order
+        ports.orders.settle_refund(order.order_id, open_id, paid, paid_limit=order.paid_amount)
     return OrderBooking(refunded_total=booking.refunded_total + paid)
 
 

@@ -51,6 +51,12 @@ class StoredOrder:
 
 
 class OrderRepository(Protocol):
+    """Orders and their E4 booking.
+
+    Every write here may be applied while its answer is lost and the SDK sends it again
+    (DESIGN.md, "Lost answers"): each recognises its own earlier attempt and succeeds.
+    """
+
     def get(self, order_id: str) -> StoredOrder | None: ...
 
     def upsert(self, order: Order) -> StoredOrder:
@@ -62,14 +68,19 @@ class OrderRepository(Protocol):
     ) -> None:
         """Make ``refund_id`` the order's open refund, if the booking is still ``seen`` (E4).
 
-        Raises Conflict when another booking won.
+        Raises Conflict when another booking won; a booking already held by ``refund_id``
+        is this request's own.
         """
         ...
 
-    def settle_refund(self, order_id: str, refund_id: str, paid_amount: int) -> None:
-        """Close ``refund_id``'s booking, adding what it paid to the refunded total.
+    def settle_refund(
+        self, order_id: str, refund_id: str, refunded: int, *, paid_limit: int
+    ) -> None:
+        """Close ``refund_id``'s booking, adding what it gave back to the refunded total.
 
-        Does nothing if the order's open refund is another one (already settled).
+        The store keeps the refunded total at most ``paid_limit`` (what the user paid, E4):
+        raises RefundTotalExceeded rather than go past it. Does nothing if the order's open
+        refund is another one (settled already, by this request's lost attempt or another).
         """
         ...
 
@@ -81,6 +92,9 @@ class Page:
 
 
 class RefundRepository(Protocol):
+    """Refunds. Each write carries a change id of its own, so that a write whose answer was
+    lost is recognised by its retry as done, never taken for a concurrent change."""
+
     def get(self, refund_id: str) -> Refund | None: ...
 
     def get_as_created(self, refund_id: str) -> Refund | None:
@@ -88,7 +102,8 @@ class RefundRepository(Protocol):
         ...
 
     def add(self, refund: Refund) -> None:
-        """Store a new refund; raises Conflict if the id exists."""
+        """Store a new refund; raises Conflict if the id exists, RefundIdFenced if the id was
+        fenced off by ``abandon``."""
         ...
 
     def save(self, refund: Refund) -> None:
@@ -153,6 +168,8 @@ class IdempotencyRecord:
     scope_key: str
     fingerprint: str
     refund_id: str
+    holder: str
+    """The request holding the lease: a write of the key succeeds only while it holds it."""
     lease_until: datetime
     expires_at: datetime
     status_code: int | None = None
@@ -160,20 +177,34 @@ class IdempotencyRecord:
 
 
 class IdempotencyStore(Protocol):
+    """Idempotency keys; a record held by ``record.holder`` is this request's own."""
+
     def claim(self, record: IdempotencyRecord, now: datetime) -> IdempotencyRecord | None:
         """Store ``record`` unless a live record holds its key; return that one if so."""
         ...
 
-    def take_over(self, record: IdempotencyRecord, lease_until: datetime) -> None:
-        """Renew an expired lease; raises IdempotencyKeyInFlight if another request did."""
+    def take_over(self, seen: IdempotencyRecord, record: IdempotencyRecord) -> None:
+        """Replace the expired lease ``seen`` by ``record`` (another holder and lease).
+
+        Raises IdempotencyKeyInFlight if another request took it over first.
+        """
         ...
 
-    def finish(self, scope_key: str, status_code: int, body: str) -> None:
-        """Keep the first answer for replays."""
+    def reassign(self, record: IdempotencyRecord) -> None:
+        """Give the key ``record.refund_id`` while ``record.holder`` still holds it.
+
+        Raises IdempotencyKeyInFlight if another request took it over.
+        """
         ...
 
-    def release(self, scope_key: str, now: datetime) -> None:
-        """End the lease early so that a retry can complete the work at once."""
+    def finish(self, record: IdempotencyRecord, status_code: int, body: str) -> None:
+        """Keep the first answer for replays, if ``record.holder`` still holds the key; a
+        request that lost its lease to a retry leaves the retry's answer alone."""
+        ...
+
+    def release(self, record: IdempotencyRecord, now: datetime) -> None:
+        """End the lease early, so that a retry can complete the work at once; only while
+        ``record.holder`` still holds it."""
         ...
 
 

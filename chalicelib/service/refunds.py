@@ -24,7 +24,7 @@ from chalicelib.domain.model import (
 from chalicelib.domain.policy import is_fast_track, missing_evidence, quote
 from chalicelib.domain.transitions import allowed, record
 
-from .exceptions import ConcurrentChange, Conflict, NotFound
+from .exceptions import ConcurrentChange, Conflict, NotFound, RefundIdFenced
 from .orders import current_booking, get_owned_order
 from .ports import Page, Ports, PresignedUpload
 
@@ -116,6 +116,7 @@ def create_refund(ports: Ports, command: CreateRefund, *, refund_id: str) -> Ref
 
     A fixed sequence of idempotent conditional writes: book the order (E4), then store the
     refund. A retry with the same ``refund_id`` finds its own booking and goes on from there.
+    Raises RefundIdFenced if ``refund_id`` was fenced off as a dead create's meanwhile.
     """
     stored = get_owned_order(ports, command.user_id, command.order_id)
     order = stored.order
@@ -158,6 +159,11 @@ def create_refund(ports: Ports, command: CreateRefund, *, refund_id: str) -> Ref
     )
     try:
         ports.refunds.add(refund)
+    except RefundIdFenced:
+        # The id was taken for a dead create's while this one ran: its booking (if it is
+        # still this id's) goes, so that the order is free again, and the caller starts over.
+        ports.orders.settle_refund(order.order_id, refund_id, 0, paid_limit=order.paid_amount)
+        raise
     except Conflict:
         # A retry that overlapped the first attempt stored it already: answer with that one.
         stored_refund = ports.refunds.get_as_created(refund_id)
@@ -293,7 +299,9 @@ def cancel_refund(ports: Ports, user_id: str, refund_id: str) -> Refund:
         return refund
 
     refund = _on_fresh_state(change)
-    ports.orders.settle_refund(refund.order_id, refund.refund_id, 0)
+    ports.orders.settle_refund(
+        refund.order_id, refund.refund_id, 0, paid_limit=refund.order.paid_amount
+    )
     return refund
 
 

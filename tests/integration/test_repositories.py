@@ -27,7 +27,15 @@ from chalicelib.domain.model import (
     Refund,
     RefundStatus,
 )
-from chalicelib.service.exceptions import Conflict, IdempotencyKeyInFlight, NotFound, ServiceError
+from chalicelib.service.exceptions import (
+    ConcurrentChange,
+    Conflict,
+    IdempotencyKeyInFlight,
+    NotFound,
+    RefundIdFenced,
+    RefundTotalExceeded,
+    ServiceError,
+)
 from chalicelib.service.idempotency import Answer, create_refund_once
 from chalicelib.service.ports import (
     IdempotencyRecord,
@@ -39,6 +47,7 @@ from chalicelib.service.ports import (
     StoredOrder,
 )
 from chalicelib.service.refunds import CreateRefund, SubmitRefund, submit_refund
+from tests.aws_faults import lose_next_answer
 from tests.fakes import FakeClock, SequentialIds, make_ports, sample_order, sample_refund
 
 T0 = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
@@ -56,6 +65,43 @@ class Backend:
     messages: MessageLog
     read_messages: Callable[[str], list[Message]]
     ports: Ports
+
+    def lose_answer_next(self, port: str, method: str) -> None:
+        """The next ``port.method`` write is applied and its answer lost; the SDK resends it.
+
+        On the fakes, the fake applies the same request twice; on moto, botocore itself
+        discards the first answer of the DynamoDB operation behind the method and retries.
+        """
+        if self.name == "fake":
+            getattr(self.ports, port).lose_answer_next(method)
+            return
+        from chalicelib.adapters import dynamodb
+
+        model, operation = (
+            {
+                "orders": dynamodb.OrderModel,
+                "refunds": dynamodb.RefundModel,
+                "idempotency": dynamodb.IdempotencyModel,
+            }[port],
+            WRITE_OPERATIONS[method],
+        )
+        lose_next_answer(model._get_connection().connection.client, operation)
+
+
+WRITE_OPERATIONS = {
+    "upsert": "UpdateItem",
+    "book_refund": "UpdateItem",
+    "settle_refund": "UpdateItem",
+    "add": "PutItem",
+    "save": "UpdateItem",
+    "abandon": "PutItem",
+    "claim": "PutItem",
+    "take_over": "UpdateItem",
+    "reassign": "UpdateItem",
+    "finish": "UpdateItem",
+    "release": "UpdateItem",
+}
+"""The DynamoDB operation behind each write of the storage ports."""
 
 
 def _moto_messages(refund_id: str) -> list[Message]:
@@ -225,7 +271,7 @@ def test_a_booking_on_a_changed_refunded_total_is_refused(backend: Backend) -> N
     backend.orders.upsert(sample_order(T0))
     seen = stored_order(backend).booking
     backend.orders.book_refund("o-1001", rid(1), 4000, seen, T0)
-    backend.orders.settle_refund("o-1001", rid(1), 4000)
+    backend.orders.settle_refund("o-1001", rid(1), 4000, paid_limit=10000)
     # WHEN a create books with what it saw before
     with pytest.raises(Conflict) as raised:
         backend.orders.book_refund("o-1001", rid(2), 10000, seen, T0)
@@ -244,20 +290,20 @@ def test_booking_an_unknown_order_is_refused(backend: Backend) -> None:
 def test_settle_adds_what_was_paid_and_frees_the_order(backend: Backend) -> None:
     backend.orders.upsert(sample_order(T0))
     backend.orders.book_refund("o-1001", rid(1), 10000, OrderBooking(), T0)
-    backend.orders.settle_refund("o-1001", rid(1), 4000)
+    backend.orders.settle_refund("o-1001", rid(1), 4000, paid_limit=10000)
     assert stored_order(backend) == StoredOrder(sample_order(T0), OrderBooking(4000), None)
     # Settling again (a retried step) changes nothing.
-    backend.orders.settle_refund("o-1001", rid(1), 4000)
+    backend.orders.settle_refund("o-1001", rid(1), 4000, paid_limit=10000)
     assert stored_order(backend).booking == OrderBooking(4000)
 
 
 def test_settle_does_nothing_when_the_open_refund_is_another(backend: Backend) -> None:
     backend.orders.upsert(sample_order(T0))
     backend.orders.book_refund("o-1001", rid(2), 10000, OrderBooking(), T0)
-    backend.orders.settle_refund("o-1001", rid(1), 5000)
+    backend.orders.settle_refund("o-1001", rid(1), 5000, paid_limit=10000)
     assert stored_order(backend).booking == OrderBooking(0, rid(2), 10000)
     assert stored_order(backend).booked_at == T0
-    backend.orders.settle_refund("o-missing", rid(1), 5000)
+    backend.orders.settle_refund("o-missing", rid(1), 5000, paid_limit=10000)
     assert backend.orders.get("o-missing") is None
 
 
@@ -445,7 +491,7 @@ def test_oldest_messages_and_appending_one_again_changes_nothing(backend: Backen
 def test_an_abandoned_id_can_never_be_stored(backend: Backend) -> None:
     assert backend.refunds.abandon(rid(1), T0) is True
     assert backend.refunds.abandon(rid(1), T0) is True  # fenced already
-    with pytest.raises(Conflict):
+    with pytest.raises(RefundIdFenced):
         backend.refunds.add(sample_refund(rid(1), T0))
     assert backend.refunds.get(rid(1)) is None
     assert backend.refunds.get_as_created(rid(1)) is None
@@ -466,6 +512,7 @@ def record(**overrides: Any) -> IdempotencyRecord:
         "scope_key": "u-1#key-1",
         "fingerprint": "body-1",
         "refund_id": rid(1),
+        "holder": "rq_first",
         "lease_until": T0 + timedelta(seconds=30),
         "expires_at": T0 + timedelta(hours=25),
     }
@@ -476,32 +523,41 @@ def record(**overrides: Any) -> IdempotencyRecord:
 def test_a_first_claim_wins_and_later_ones_get_the_held_record(backend: Backend) -> None:
     first = record()
     assert backend.idempotency.claim(first, T0) is None
-    later = record(fingerprint="body-2", refund_id=rid(2), lease_until=T0 + timedelta(minutes=1))
+    later = record(
+        fingerprint="body-2",
+        refund_id=rid(2),
+        holder="rq_later",
+        lease_until=T0 + timedelta(minutes=1),
+    )
     assert backend.idempotency.claim(later, T0 + timedelta(seconds=5)) == first
     assert backend.idempotency.claim(record(scope_key="u-2#key-1"), T0) is None
 
 
 def test_a_key_past_its_keeping_time_can_be_claimed_again(backend: Backend) -> None:
     backend.idempotency.claim(record(), T0)
-    backend.idempotency.finish("u-1#key-1", 404, "not found")
+    backend.idempotency.finish(record(), 404, "not found")
     expires_at = T0 + timedelta(hours=25)
     # At its expiry it is still kept; after it, it is free.
-    assert backend.idempotency.claim(record(refund_id=rid(2)), expires_at) == replace(
-        record(), status_code=404, body="not found"
-    )
+    assert backend.idempotency.claim(
+        record(refund_id=rid(2), holder="rq_second"), expires_at
+    ) == replace(record(), status_code=404, body="not found")
     renewed = record(
         refund_id=rid(3),
+        holder="rq_third",
         lease_until=expires_at + timedelta(seconds=31),
         expires_at=expires_at + timedelta(hours=25),
     )
     assert backend.idempotency.claim(renewed, expires_at + timedelta(seconds=1)) is None
-    assert backend.idempotency.claim(record(), expires_at + timedelta(seconds=2)) == renewed
+    assert (
+        backend.idempotency.claim(record(holder="rq_fourth"), expires_at + timedelta(seconds=2))
+        == renewed
+    )
 
 
 def test_finish_keeps_the_first_answer(backend: Backend) -> None:
     backend.idempotency.claim(record(), T0)
-    backend.idempotency.finish("u-1#key-1", 422, '{"error": "not_refundable"}')
-    held = backend.idempotency.claim(record(), T0 + timedelta(seconds=1))
+    backend.idempotency.finish(record(), 422, '{"error": "not_refundable"}')
+    held = backend.idempotency.claim(record(holder="rq_retry"), T0 + timedelta(seconds=1))
     assert held is not None
     assert (held.status_code, held.body) == (422, '{"error": "not_refundable"}')
 
@@ -509,32 +565,194 @@ def test_finish_keeps_the_first_answer(backend: Backend) -> None:
 def test_release_ends_the_lease_now(backend: Backend) -> None:
     backend.idempotency.claim(record(), T0)
     released_at = T0 + timedelta(seconds=3, microseconds=500)
-    backend.idempotency.release("u-1#key-1", released_at)
-    held = backend.idempotency.claim(record(), released_at)
+    backend.idempotency.release(record(), released_at)
+    held = backend.idempotency.claim(record(holder="rq_retry"), released_at)
     assert held == replace(record(), lease_until=released_at)
 
 
 def test_take_over_renews_the_lease_it_saw(backend: Backend) -> None:
     backend.idempotency.claim(record(), T0)
-    held = backend.idempotency.claim(record(), T0 + timedelta(minutes=1))
+    held = backend.idempotency.claim(record(holder="rq_retry"), T0 + timedelta(minutes=1))
     assert held is not None
-    renewed_until = T0 + timedelta(minutes=1, seconds=30)
-    backend.idempotency.take_over(held, renewed_until)
-    assert backend.idempotency.claim(record(), T0 + timedelta(minutes=1)) == replace(
-        held, lease_until=renewed_until
-    )
+    renewed = replace(held, holder="rq_retry", lease_until=T0 + timedelta(minutes=1, seconds=30))
+    backend.idempotency.take_over(held, renewed)
+    assert backend.idempotency.claim(record(holder="rq_3"), T0 + timedelta(minutes=1)) == renewed
     # A second request that saw the same expired lease lost the race.
     with pytest.raises(IdempotencyKeyInFlight):
-        backend.idempotency.take_over(held, renewed_until + timedelta(seconds=1))
+        backend.idempotency.take_over(held, replace(renewed, holder="rq_other"))
 
 
 def test_take_over_of_a_finished_key_is_refused(backend: Backend) -> None:
     backend.idempotency.claim(record(), T0)
-    backend.idempotency.finish("u-1#key-1", 404, "not found")
-    held = backend.idempotency.claim(record(), T0 + timedelta(minutes=1))
+    backend.idempotency.finish(record(), 404, "not found")
+    held = backend.idempotency.claim(record(holder="rq_retry"), T0 + timedelta(minutes=1))
     assert held is not None
     with pytest.raises(IdempotencyKeyInFlight):
-        backend.idempotency.take_over(held, T0 + timedelta(minutes=2))
+        backend.idempotency.take_over(
+            held, replace(held, holder="rq_retry", lease_until=T0 + timedelta(minutes=2))
+        )
+
+
+def test_only_the_holder_finishes_releases_or_reassigns_a_key(backend: Backend) -> None:
+    # GIVEN the first request's lease ran out and a retry took the key over
+    first = record()
+    backend.idempotency.claim(first, T0)
+    retry = replace(first, holder="rq_retry", lease_until=T0 + timedelta(minutes=2))
+    backend.idempotency.take_over(first, retry)
+    # WHEN the first request, late, stores its answer, releases the lease or renames the key
+    backend.idempotency.finish(first, 409, "late")
+    backend.idempotency.release(first, T0 + timedelta(minutes=1))
+    with pytest.raises(IdempotencyKeyInFlight):
+        backend.idempotency.reassign(replace(first, refund_id=rid(9)))
+    # THEN nothing of it is stored: the key is the retry's
+    assert backend.idempotency.claim(record(holder="rq_3"), T0 + timedelta(minutes=1)) == retry
+    # AND the retry itself may rename it and finish it
+    backend.idempotency.reassign(replace(retry, refund_id=rid(2)))
+    backend.idempotency.finish(retry, 201, "created")
+    held = backend.idempotency.claim(record(holder="rq_3"), T0 + timedelta(minutes=1))
+    assert held == replace(retry, refund_id=rid(2), status_code=201, body="created")
+
+
+# --- lost answers: every write recognises its own earlier attempt (DESIGN.md) --------------
+
+
+@pytest.mark.parametrize("version", [None, 2], ids=["unversioned", "versioned"])
+def test_a_lost_upsert_answer_stores_the_order_as_sent(
+    backend: Backend, version: int | None
+) -> None:
+    # The resent update meets the same condition (an equal version, or none stored), so it
+    # applies again: the same values, nothing more.
+    backend.orders.upsert(sample_order(T0, version=1 if version else None))
+    update = sample_order(T0, title="updated", version=version)
+    backend.lose_answer_next("orders", "upsert")
+    assert backend.orders.upsert(update).order == update
+    assert stored_order(backend).order == update
+
+
+def test_a_lost_booking_answer_is_the_requests_own_booking(backend: Backend) -> None:
+    backend.orders.upsert(sample_order(T0))
+    backend.lose_answer_next("orders", "book_refund")
+    backend.orders.book_refund("o-1001", rid(1), 10000, OrderBooking(), T0)
+    assert stored_order(backend).booking == OrderBooking(0, rid(1), 10000)
+    # Another refund's booking on the same seen state is still refused (E4).
+    with pytest.raises(Conflict):
+        backend.orders.book_refund("o-1001", rid(2), 10000, OrderBooking(), T0)
+
+
+def test_a_lost_settlement_answer_settles_once(backend: Backend) -> None:
+    backend.orders.upsert(sample_order(T0))
+    backend.orders.book_refund("o-1001", rid(1), 10000, OrderBooking(), T0)
+    backend.lose_answer_next("orders", "settle_refund")
+    backend.orders.settle_refund("o-1001", rid(1), 4000, paid_limit=10000)
+    assert stored_order(backend).booking == OrderBooking(4000)
+
+
+def test_settling_past_what_was_paid_is_refused_by_the_store_E4(backend: Backend) -> None:
+    # GIVEN 60.00 of the 100.00 paid went back, and a refund of 50.00 is open
+    backend.orders.upsert(sample_order(T0))
+    backend.orders.book_refund("o-1001", rid(1), 6000, OrderBooking(), T0)
+    backend.orders.settle_refund("o-1001", rid(1), 6000, paid_limit=10000)
+    backend.orders.book_refund("o-1001", rid(2), 5000, OrderBooking(6000), T0)
+    # WHEN it would settle 50.00 more, whatever the policy said
+    with pytest.raises(RefundTotalExceeded) as refused:
+        backend.orders.settle_refund("o-1001", rid(2), 5000, paid_limit=10000)
+    # THEN the store refuses it and nothing changes; what fits goes through, to the fen
+    assert refused.value.rule == "E4"
+    assert stored_order(backend).booking == OrderBooking(6000, rid(2), 5000)
+    backend.orders.settle_refund("o-1001", rid(2), 4000, paid_limit=10000)
+    assert stored_order(backend).booking == OrderBooking(10000)
+
+
+def test_a_lost_add_answer_is_the_requests_own_add(backend: Backend) -> None:
+    refund = sample_refund(rid(1), T0)
+    backend.lose_answer_next("refunds", "add")
+    backend.refunds.add(refund)
+    assert refund.version == 1
+    stored = backend.refunds.get(rid(1))
+    assert stored is not None
+    assert stored.version == 1
+    # Another add of the same id is still a conflict.
+    with pytest.raises(Conflict):
+        backend.refunds.add(sample_refund(rid(1), T0))
+
+
+def test_a_lost_save_answer_is_the_requests_own_save(backend: Backend) -> None:
+    backend.refunds.add(sample_refund(rid(1), T0))
+    refund = backend.refunds.get(rid(1))
+    assert refund is not None
+    stale = copy.deepcopy(refund)
+    refund.description = "补充：序列号截图已上传"
+    backend.lose_answer_next("refunds", "save")
+    backend.refunds.save(refund)
+    assert refund.version == 2
+    stored = backend.refunds.get(rid(1))
+    assert stored is not None
+    assert (stored.version, stored.description) == (2, "补充：序列号截图已上传")
+    # A save on the version it replaced is still a concurrent change.
+    with pytest.raises(ConcurrentChange):
+        backend.refunds.save(stale)
+
+
+def test_a_lost_fence_answer_is_the_fence(backend: Backend) -> None:
+    backend.lose_answer_next("refunds", "abandon")
+    assert backend.refunds.abandon(rid(1), T0) is True
+    with pytest.raises(RefundIdFenced):
+        backend.refunds.add(sample_refund(rid(1), T0))
+
+
+def test_a_lost_claim_answer_is_the_requests_own_claim(backend: Backend) -> None:
+    backend.lose_answer_next("idempotency", "claim")
+    assert backend.idempotency.claim(record(), T0) is None
+    assert backend.idempotency.claim(record(holder="rq_retry"), T0) == record()
+
+
+def test_a_lost_take_over_answer_is_the_requests_own_take_over(backend: Backend) -> None:
+    backend.idempotency.claim(record(), T0)
+    taken = replace(record(), holder="rq_retry", lease_until=T0 + timedelta(minutes=2))
+    backend.lose_answer_next("idempotency", "take_over")
+    backend.idempotency.take_over(record(), taken)
+    assert backend.idempotency.claim(record(holder="rq_3"), T0 + timedelta(minutes=1)) == taken
+
+
+@pytest.mark.parametrize("write", ["finish", "release", "reassign"])
+def test_a_lost_answer_on_the_holders_own_key_writes_changes_nothing_more(
+    backend: Backend, write: str
+) -> None:
+    backend.idempotency.claim(record(), T0)
+    backend.lose_answer_next("idempotency", write)
+    expected = {
+        "finish": lambda: backend.idempotency.finish(record(), 404, "not found"),
+        "release": lambda: backend.idempotency.release(record(), T0),
+        "reassign": lambda: backend.idempotency.reassign(record(refund_id=rid(2))),
+    }
+    expected[write]()
+    held = backend.idempotency.claim(record(holder="rq_retry"), T0)
+    assert (
+        held
+        == {
+            "finish": replace(record(), status_code=404, body="not found"),
+            "release": replace(record(), lease_until=T0),
+            "reassign": record(refund_id=rid(2)),
+        }[write]
+    )
+
+
+def test_a_create_whose_booking_answer_is_lost_creates_the_refund(backend: Backend) -> None:
+    # GIVEN the order's booking is applied and its answer lost (on moto: botocore resends the
+    # UpdateItem, which fails its own condition)
+    ports = backend.ports
+    ports.orders.upsert(sample_order(T0))
+    backend.lose_answer_next("orders", "book_refund")
+    # WHEN the refund is created
+    answer = create_refund_once(ports, create_command(), key="k", fingerprint="f", render=render)
+    # THEN it is created and booked once; the key replays the 201 and the order is held by it
+    refund_id = answer.body.split()[0]
+    assert answer == Answer(201, f"{refund_id} draft 10000")
+    assert stored_order(backend).booking == OrderBooking(0, refund_id, 10000)
+    replay = create_refund_once(ports, create_command(), key="k", fingerprint="f", render=render)
+    assert replay == answer
+    other = create_refund_once(ports, create_command(), key="k2", fingerprint="f", render=render)
+    assert other == Answer(409, "Conflict:E4")
 
 
 # --- the create sequence over each backend -------------------------------------------------

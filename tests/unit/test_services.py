@@ -34,7 +34,7 @@ from chalicelib.domain.model import (
     Usage,
 )
 from chalicelib.domain.policy import quote
-from chalicelib.service.exceptions import Conflict, NotFound
+from chalicelib.service.exceptions import Conflict, NotFound, RefundIdFenced
 from chalicelib.service.ports import Ports, ServiceConfig
 from chalicelib.service.refunds import (
     AddEvidence,
@@ -788,7 +788,7 @@ def test_a_create_slower_than_its_lease_can_never_store_its_refund_late(
 ) -> None:
     """E4: GIVEN create A booked the order and stalls past the idempotency lease WHEN create B
     (another key) finds A's booking with no refund and takes the order THEN A's late write is
-    refused, and the order holds exactly one open refund."""
+    refused as fenced (its key then starts over), and the order holds exactly one open refund."""
 
     def meanwhile() -> None:
         clock.advance(seconds=ports.config.idempotency_lease_seconds + 1)
@@ -797,7 +797,7 @@ def test_a_create_slower_than_its_lease_can_never_store_its_refund_late(
         )
 
     ports.refunds.before_next("add", meanwhile)
-    with pytest.raises(Conflict):
+    with pytest.raises(RefundIdFenced):
         create_refund(ports, command(), refund_id="rf_A")
     assert [(r.refund_id, r.status) for r in ports.refunds.all()] == [("rf_B", S.DRAFT)]
     assert booking(ports) == OrderBooking(0, "rf_B", 10000)
