@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["AdapterError", "InvalidToken"]
+__all__ = ["AdapterError", "InvalidNotification", "InvalidToken"]
 
 
 class AdapterError(Exception):
@@ -11,3 +11,7 @@ class AdapterError(Exception):
 
 class InvalidToken(AdapterError):
     """A bearer token that is missing, malformed, unsigned, wrongly signed or expired."""
+
+
+class InvalidNotification(AdapterError):
+    """A channel notification that is unsigned, wrongly signed, stale or malformed."""

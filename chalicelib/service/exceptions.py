@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 __all__ = [
+    "ChannelOutcomeUnknown",
+    "ChannelUnavailable",
     "ConcurrentChange",
     "Conflict",
     "IdempotencyKeyInFlight",
@@ -69,3 +71,14 @@ class RefundIdFenced(ServiceError):
     def __init__(self, refund_id: str) -> None:
         super().__init__(f"refund id {refund_id} was abandoned")
         self.refund_id = refund_id
+
+
+class ChannelUnavailable(ServiceError):
+    """A payment channel refused before doing anything (busy, down): retrying is safe."""
+
+
+class ChannelOutcomeUnknown(ServiceError):
+    """A payment channel's answer never came or says nothing final: the money may have moved.
+
+    Resolved by querying the channel with the same refund number, never by paying again.
+    """

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Protocol
 
 from chalicelib.domain.model import Message, Order, OrderBooking, Refund, RefundStatus
@@ -17,6 +19,10 @@ __all__ = [
     "MessageLog",
     "OrderRepository",
     "Page",
+    "PaymentGateway",
+    "PayoutRequest",
+    "PayoutResult",
+    "PayoutState",
     "Ports",
     "PresignedUpload",
     "RefundRepository",
@@ -205,6 +211,71 @@ class IdempotencyStore(Protocol):
     def release(self, record: IdempotencyRecord, now: datetime) -> None:
         """End the lease early, so that a retry can complete the work at once; only while
         ``record.holder`` still holds it."""
+        ...
+
+
+class PayoutState(StrEnum):
+    """Where a channel says a payout is (P1, P2)."""
+
+    SUCCESS = "SUCCESS"
+    """The money moved (Alipay ``fund_change=Y`` or a refund query's success; WeChat
+    ``SUCCESS``)."""
+    PROCESSING = "PROCESSING"
+    """Accepted, not yet moved: the outcome comes by notification or query."""
+    FAILED = "FAILED"
+    """Refused for good (Alipay's final ``ACQ.*`` refusals; WeChat ``CLOSED``/``ABNORMAL``)."""
+
+
+@dataclass(frozen=True)
+class PayoutRequest:
+    """One refund through a channel. ``refund_id`` is the channel's refund number
+    (Alipay ``out_request_no``, WeChat ``out_refund_no``): resending it never pays twice."""
+
+    refund_id: str
+    order_id: str
+    channel_trade_no: str | None
+    amount: int
+    """What to pay back, in fen."""
+    order_total: int
+    """What the user paid for the order, in fen (WeChat's ``amount.total``)."""
+    reason: str
+
+
+@dataclass(frozen=True)
+class PayoutResult:
+    refund_id: str
+    state: PayoutState
+    amount: int | None = None
+    """What the channel says it moved, in fen, when it says."""
+    channel_refund_no: str | None = None
+    detail: str = ""
+    """The channel's own code and message, for the refund's step history and CS."""
+
+
+class PaymentGateway(Protocol):
+    """A payment channel's refund API (Alipay, WeChat Pay, or the local simulator).
+
+    ``pay`` raises ChannelUnavailable when the channel refused before doing anything and a
+    retry is safe, and ChannelOutcomeUnknown when the money may have moved (a timeout, a
+    system error, Alipay ``fund_change`` not ``Y``): the caller then asks ``query`` and pays
+    again, with the same refund number, only if the channel knows nothing of it.
+    """
+
+    def pay(self, request: PayoutRequest) -> PayoutResult: ...
+
+    def query(self, refund_id: str) -> PayoutResult | None:
+        """What the channel knows of this refund number; None if nothing."""
+        ...
+
+    def read_notification(
+        self, headers: Mapping[str, str], body: bytes, now: datetime
+    ) -> PayoutResult | None:
+        """The channel's asynchronous result, once its signature and age are checked.
+
+        Raises InvalidNotification (401) for an unsigned, wrongly signed or stale one (over
+        300 s from ``now``, the wall clock). None for a notification that is about no refund
+        (Alipay's payment notifications without ``refund_fee``).
+        """
         ...
 
 
