@@ -168,6 +168,7 @@ def _seed(ports: Any, orders: int, refunds: int, tag: str) -> tuple[list[str], l
         Refund,
         RefundStatus,
     )
+    from chalicelib.settings import get_settings
 
     now = ports.clock.now()
 
@@ -210,7 +211,7 @@ def _seed(ports: Any, orders: int, refunds: int, tag: str) -> tuple[list[str], l
                 updated_at=now,
                 history=[HistoryEntry(now, USER, Action.CREATE, None, RefundStatus.DRAFT)],
             )
-            item = RefundModel.from_refund(refund)
+            item = RefundModel.from_refund(refund, get_settings().shards)
             item.version = 1
             batch.save(item)
             refund_ids.append(refund_id)

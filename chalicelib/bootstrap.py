@@ -10,9 +10,17 @@ from chalicelib.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from chalicelib.adapters.auth import TokenVerifier
+    from chalicelib.adapters.channels.simulator import SimulatorControl
     from chalicelib.service.ports import Clock, Ports
 
-__all__ = ["build_ports", "build_verifier", "get_ports", "get_verifier", "install"]
+__all__ = [
+    "build_ports",
+    "build_verifier",
+    "get_ports",
+    "get_simulator_control",
+    "get_verifier",
+    "install",
+]
 
 _lock = threading.Lock()
 _ports: Ports | None = None
@@ -34,10 +42,18 @@ def _s3_client(settings: Settings) -> Any:
     )
 
 
+@functools.cache
+def _sqs_client(settings: Settings) -> Any:
+    import boto3
+
+    return boto3.client("sqs", region_name=settings.region, endpoint_url=settings.aws_endpoint_url)
+
+
 def build_ports(settings: Settings, clock: Clock | None = None) -> Ports:
     """The AWS-backed ports of a stage; ``clock`` replaces the system clock (local stage)."""
     from chalicelib.adapters.clock import SystemClock
     from chalicelib.adapters.dynamodb import (
+        DynamoBalanceLedger,
         DynamoIdempotencyStore,
         DynamoMessageLog,
         DynamoOrderRepository,
@@ -46,13 +62,16 @@ def build_ports(settings: Settings, clock: Clock | None = None) -> Ports:
     )
     from chalicelib.adapters.ids import UlidGenerator
     from chalicelib.adapters.s3_evidence import S3EvidenceStore
+    from chalicelib.adapters.sqs import SqsStepQueue
+    from chalicelib.domain.model import PaymentChannel
     from chalicelib.service.ports import Ports, ServiceConfig
 
     bind_models(settings)
     clock = clock or SystemClock()
+    ledger = DynamoBalanceLedger(settings.shards, clock)
     return Ports(
         orders=DynamoOrderRepository(),
-        refunds=DynamoRefundRepository(),
+        refunds=DynamoRefundRepository(settings.shards),
         messages=DynamoMessageLog(),
         evidence=S3EvidenceStore(
             settings.evidence_bucket, lambda: _s3_client(settings), clock.wall_now
@@ -60,12 +79,39 @@ def build_ports(settings: Settings, clock: Clock | None = None) -> Ports:
         idempotency=DynamoIdempotencyStore(),
         clock=clock,
         ids=UlidGenerator(),
+        steps=SqsStepQueue(lambda: _sqs_client(settings)),
+        gateways={
+            PaymentChannel.BALANCE: ledger,
+            **build_channel_gateways(settings, clock),
+        },
+        ledger=ledger,
         config=ServiceConfig(
             idempotency_lease_seconds=settings.idempotency_lease_seconds,
             idempotency_keep_hours=settings.idempotency_keep_hours,
             upload_expires_seconds=settings.upload_expires_seconds,
+            step_interval_scale=settings.step_interval_scale,
         ),
     )
+
+
+def build_channel_gateways(settings: Settings, clock: Clock) -> dict[Any, Any]:
+    """Alipay and WeChat Pay: the local stage's simulator, or the channels themselves."""
+    from chalicelib.adapters.channels.simulator import SimulatorGateway
+    from chalicelib.domain.model import PaymentChannel
+
+    if settings.is_local:
+        if not (settings.channel_simulator_url and settings.channel_secret):
+            raise RuntimeError("REFUNDS_CHANNEL_SIMULATOR_URL is not set (the local stack sets it)")
+        return {
+            channel: SimulatorGateway(
+                channel.value,
+                settings.channel_simulator_url,
+                settings.channel_secret,
+                wall_clock=clock.wall_now,
+            )
+            for channel in (PaymentChannel.ALIPAY, PaymentChannel.WECHAT)
+        }
+    raise RuntimeError("deployed payment channels are not configured")
 
 
 def build_verifier(settings: Settings) -> TokenVerifier:
@@ -107,3 +153,14 @@ def install(ports: Ports | None = None, verifier: TokenVerifier | None = None) -
     with _lock:
         _ports = ports
         _verifier = verifier
+
+
+@functools.cache
+def get_simulator_control() -> SimulatorControl:
+    """The local stage's hold on its payment-channel simulator (``/_local/channels``)."""
+    from chalicelib.adapters.channels.simulator import SimulatorControl
+
+    settings = get_settings()
+    if not settings.channel_simulator_url:
+        raise RuntimeError("REFUNDS_CHANNEL_SIMULATOR_URL is not set (the local stack sets it)")
+    return SimulatorControl(settings.channel_simulator_url)

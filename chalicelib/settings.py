@@ -10,6 +10,10 @@ __all__ = ["LOCAL_STAGE", "Settings", "get_settings"]
 
 LOCAL_STAGE = "local"
 DEFAULT_LOCAL_JWT_SECRET = "local-dev-secret-0123456789abcdef"  # noqa: S105 - the local stage's documented default
+DEFAULT_LOCAL_CHANNEL_SECRET = "local-channel-secret-0123456789abcdef"  # noqa: S105 - API.md's default
+LOCAL_STEP_INTERVAL_SCALE = "0.02"
+"""The local stage's retries: a payout to a channel that always fails is payout_failed in
+seconds, not minutes (API.md, local stage)."""
 
 
 @dataclass(frozen=True)
@@ -22,6 +26,7 @@ class Settings:
     messages_table: str
     idempotency_table: str
     evidence_bucket: str
+    ledger_table: str
     jwt_secret: str | None
     jwks_url: str | None
     jwt_issuer: str | None
@@ -34,6 +39,14 @@ class Settings:
     """The function's timeout, as ``lambda_timeout`` in .chalice/config.json sets it."""
     idempotency_keep_hours: int = 25
     upload_expires_seconds: int = 900
+    shards: int = 4
+    """How many shards spread the hot index keys (the CS queue by status, the step sweep,
+    the ledger by day): docs/access-patterns.md says what rate each holds."""
+    step_interval_scale: float = 1.0
+    channel_secret: str | None = None
+    """The local payment-channel simulator's HMAC secret (API.md)."""
+    channel_simulator_url: str | None = None
+    """Where the local stage's Alipay and WeChat Pay are simulated."""
 
     @property
     def is_local(self) -> bool:
@@ -56,12 +69,21 @@ class Settings:
             messages_table=env.get("REFUNDS_MESSAGES_TABLE", f"{prefix}-messages"),
             idempotency_table=env.get("REFUNDS_IDEMPOTENCY_TABLE", f"{prefix}-idempotency"),
             evidence_bucket=env.get("REFUNDS_EVIDENCE_BUCKET", f"{prefix}-evidence"),
+            ledger_table=env.get("REFUNDS_LEDGER_TABLE", f"{prefix}-ledger"),
             jwt_secret=env.get("REFUNDS_JWT_SECRET", DEFAULT_LOCAL_JWT_SECRET) if local else None,
             jwks_url=env.get("REFUNDS_JWKS_URL") or None,
             jwt_issuer=env.get("REFUNDS_JWT_ISSUER") or None,
             jwt_audience=env.get("REFUNDS_JWT_AUDIENCE") or None,
             idempotency_lease_seconds=int(env.get("REFUNDS_IDEMPOTENCY_LEASE_SECONDS", "30")),
             function_timeout_seconds=int(env.get("REFUNDS_FUNCTION_TIMEOUT_SECONDS", "25")),
+            shards=int(env.get("REFUNDS_SHARDS", "4")),
+            step_interval_scale=float(
+                env.get("REFUNDS_STEP_INTERVAL_SCALE", LOCAL_STEP_INTERVAL_SCALE if local else "1")
+            ),
+            channel_secret=(
+                env.get("REFUNDS_CHANNEL_SECRET", DEFAULT_LOCAL_CHANNEL_SECRET) if local else None
+            ),
+            channel_simulator_url=env.get("REFUNDS_CHANNEL_SIMULATOR_URL") or None,
         )
 
     def __post_init__(self) -> None:

@@ -14,6 +14,9 @@ os.environ.update(
     AWS_ACCESS_KEY_ID="testing",
     AWS_SECRET_ACCESS_KEY="testing",
     AWS_DEFAULT_REGION="us-east-1",
+    # Nothing listens there: a payout through it finds the channel unavailable. Tests that
+    # pay replace the gateways with fakes, or start the simulator.
+    REFUNDS_CHANNEL_SIMULATOR_URL="http://127.0.0.1:9",
 )
 os.environ.pop("REFUNDS_AWS_ENDPOINT", None)
 os.environ.pop("AWS_PROFILE", None)

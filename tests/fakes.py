@@ -24,10 +24,11 @@ import hashlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
+from chalicelib.domain.days import shanghai_day
 from chalicelib.domain.model import (
     Message,
     Order,
@@ -40,6 +41,7 @@ from chalicelib.domain.model import (
     Refund,
     RefundStatus,
 )
+from chalicelib.domain.workflow import Step
 from chalicelib.service.exceptions import (
     ConcurrentChange,
     Conflict,
@@ -50,9 +52,13 @@ from chalicelib.service.exceptions import (
 from chalicelib.service.ports import (
     IdempotencyRecord,
     Page,
+    PayoutRequest,
+    PayoutResult,
+    PayoutState,
     Ports,
     PresignedUpload,
     ServiceConfig,
+    StatementEntry,
     StoredObject,
     StoredOrder,
 )
@@ -61,10 +67,13 @@ __all__ = [
     "NOW",
     "FakeClock",
     "FakeEvidenceStore",
+    "FakeGateway",
     "FakeIdempotencyStore",
+    "FakeLedger",
     "FakeMessageLog",
     "FakeOrderRepository",
     "FakeRefundRepository",
+    "FakeStepQueue",
     "PresignRequest",
     "SequentialIds",
     "make_ports",
@@ -242,6 +251,21 @@ class FakeOrderRepository(_Faults):
 
         self._send("book_refund", attempt)
 
+    def reserve(self, order_id: str, refund_id: str, amount: int, *, paid_limit: int) -> None:
+        self._enter("reserve")
+
+        def attempt() -> None:
+            row = self._rows.get(order_id)
+            if (
+                row is None
+                or row.booking.open_refund_id != refund_id
+                or row.booking.refunded_total + amount > paid_limit
+            ):
+                raise RefundTotalExceeded(order_id)
+            row.booking = replace(row.booking, open_refund_amount=amount)
+
+        self._send("reserve", attempt)
+
     def settle_refund(
         self, order_id: str, refund_id: str, refunded: int, *, paid_limit: int
     ) -> None:
@@ -367,6 +391,50 @@ class FakeRefundRepository(_Faults):
         more = len(found) > limit
         return Page(items=items, next_cursor=items[-1].refund_id if more else None)
 
+    def count_for_user_since(self, user_id: str, since: datetime) -> int:
+        self._enter("count_for_user_since")
+        return sum(
+            1 for r in self._items.values() if r.user_id == user_id and r.created_at >= since
+        )
+
+    def list_queue(
+        self, status: RefundStatus, escalated_only: bool, limit: int, cursor: str | None
+    ) -> Page:
+        self._enter("list_queue")
+
+        def rank(refund: Refund) -> str:
+            due = refund.review_due_at or refund.payout_due_at
+            return "#".join(
+                (
+                    str(2 - refund.escalation_level),
+                    due.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if due else "~",
+                    refund.refund_id,
+                )
+            )
+
+        found = sorted(
+            (
+                r
+                for r in self._items.values()
+                if r.status is status
+                and (not escalated_only or r.escalation_level >= 1)
+                and (cursor is None or rank(r) > cursor)
+            ),
+            key=rank,
+        )
+        items = [copy.deepcopy(r) for r in found[:limit]]
+        more = len(found) > limit
+        return Page(items=items, next_cursor=rank(items[-1]) if more else None)
+
+    def list_awaiting_steps(self, due_before: datetime, limit: int) -> list[Refund]:
+        self._enter("list_awaiting_steps")
+        due = [
+            r
+            for r in self._items.values()
+            if r.awaiting_step is not None and r.step_due_at and r.step_due_at <= due_before
+        ]
+        return [copy.deepcopy(r) for r in sorted(due, key=lambda r: r.step_due_at or NOW)][:limit]
+
     def all(self) -> list[Refund]:
         """Every stored refund (a test's view of the table), oldest first."""
         return [copy.deepcopy(self._items[key]) for key in sorted(self._items)]
@@ -440,6 +508,10 @@ class FakeEvidenceStore(_Faults):
             "x-fake-expires": expires_at.isoformat(),
         }
         return PresignedUpload(url=self.URL, fields=fields, expires_at=expires_at)
+
+    def presign_download(self, key: str, version_id: str | None, expires_at: datetime) -> str:
+        self._enter("presign_download")
+        return f"{self.URL}{key}?version={version_id}&expires={expires_at.isoformat()}"
 
     def inspect(self, key: str) -> StoredObject | None:
         self._enter("inspect")
@@ -536,6 +608,110 @@ class FakeIdempotencyStore(_Faults):
         return held if held is not None and held.holder == record.holder else None
 
 
+# --- workflow and payment channels ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SentStep:
+    step: Step
+    refund_id: str
+    delay_seconds: int
+
+
+class FakeStepQueue(_Faults):
+    """The step queues: what was sent, in order; ``take`` hands them over like a poller."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[SentStep] = []
+        self.redelivered: list[tuple[str, int]] = []
+
+    def send(self, step: Step, refund_id: str, delay_seconds: int = 0) -> None:
+        self._enter("send")
+        self.sent.append(SentStep(step, refund_id, delay_seconds))
+
+    def redeliver_in(self, queue_arn: str, receipt_handle: str, seconds: int) -> None:
+        self._enter("redeliver_in")
+        self.redelivered.append((receipt_handle, seconds))
+
+    def take(self) -> list[SentStep]:
+        sent, self.sent = self.sent, []
+        return sent
+
+
+class FakeGateway(_Faults):
+    """A payment channel that keeps what it paid, one payout per refund number (P2).
+
+    ``answers`` queues what the next ``pay`` calls do: a PayoutState (the money moves for
+    SUCCESS; nothing for FAILED), or an exception: ChannelUnavailable (nothing happens) or
+    ChannelOutcomeUnknown (the money moves, the answer is lost). With nothing queued, it pays.
+    ``processing`` keeps accepted payouts PROCESSING until ``complete`` is called.
+    """
+
+    def __init__(self, channel: str = "alipay") -> None:
+        super().__init__()
+        self.channel = channel
+        self.answers: list[PayoutState | Exception] = []
+        self.paid: dict[str, PayoutResult] = {}
+        self.payouts: list[PayoutRequest] = []
+        """Every payout that moved money: a refund number twice here is a double payout."""
+
+    def pay(self, request: PayoutRequest) -> PayoutResult:
+        self._enter("pay")
+        if request.refund_id in self.paid:
+            return self.paid[request.refund_id]
+        answer = self.answers.pop(0) if self.answers else PayoutState.SUCCESS
+        if isinstance(answer, Exception):
+            from chalicelib.service.exceptions import ChannelOutcomeUnknown
+
+            if isinstance(answer, ChannelOutcomeUnknown):
+                self._move(request, PayoutState.SUCCESS)
+            raise answer
+        if answer is PayoutState.FAILED:
+            return PayoutResult(request.refund_id, answer, detail="ACQ.TRADE_HAS_FINISHED")
+        return self._move(request, answer)
+
+    def _move(self, request: PayoutRequest, state: PayoutState) -> PayoutResult:
+        result = PayoutResult(request.refund_id, state, request.amount, f"ch-{request.refund_id}")
+        self.paid[request.refund_id] = result
+        self.payouts.append(request)
+        return result
+
+    def complete(self, refund_id: str) -> PayoutResult:
+        """The channel made an accepted payout (what its notification then says)."""
+        done = replace(self.paid[refund_id], state=PayoutState.SUCCESS)
+        self.paid[refund_id] = done
+        return done
+
+    def query(self, refund_id: str) -> PayoutResult | None:
+        self._enter("query")
+        return self.paid.get(refund_id)
+
+    def read_notification(self, headers: Any, body: bytes, now: datetime) -> PayoutResult | None:
+        raise NotImplementedError("fakes take PayoutResults directly")
+
+
+class FakeLedger(FakeGateway):
+    """The balance: credits at once, once per refund id."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__("balance")
+        self._clock = clock
+        self.at: dict[str, datetime] = {}
+
+    def pay(self, request: PayoutRequest) -> PayoutResult:
+        result = super().pay(request)
+        self.at.setdefault(request.refund_id, self._clock.now())
+        return result
+
+    def statement(self, day: date) -> list[StatementEntry]:
+        return [
+            StatementEntry(r.refund_id, r.amount or 0, "SUCCESS", self.at[r.refund_id])
+            for r in self.paid.values()
+            if shanghai_day(self.at[r.refund_id]) == day
+        ]
+
+
 # --- wiring and builders -------------------------------------------------------------------
 
 
@@ -544,6 +720,7 @@ def make_ports(
 ) -> Ports:
     """Ports built from fresh fakes; ``overrides`` replace single ports by name."""
     clock = clock or FakeClock()
+    ledger = FakeLedger(clock)
     parts: dict[str, Any] = {
         "orders": FakeOrderRepository(),
         "refunds": FakeRefundRepository(),
@@ -552,6 +729,13 @@ def make_ports(
         "idempotency": FakeIdempotencyStore(),
         "clock": clock,
         "ids": SequentialIds(clock),
+        "steps": FakeStepQueue(),
+        "gateways": {
+            PaymentChannel.ALIPAY: FakeGateway("alipay"),
+            PaymentChannel.WECHAT: FakeGateway("wechat"),
+            PaymentChannel.BALANCE: ledger,
+        },
+        "ledger": ledger,
         "config": config or ServiceConfig(),
     }
     parts.update(overrides)

@@ -29,8 +29,10 @@ from chalicelib.domain.model import (
     Reason,
     Refund,
     RefundStatus,
+    ReturnShipment,
     Usage,
 )
+from chalicelib.domain.workflow import Step, StepRun, StepStatus
 
 __all__ = ["dump_order", "dump_refund", "load_order", "load_refund"]
 
@@ -131,6 +133,31 @@ def dump_refund(refund: Refund) -> str:
         "review_due_at": _time(refund.review_due_at),
         "payout_due_at": _time(refund.payout_due_at),
         "assignee": refund.assignee,
+        "senior_only": refund.senior_only,
+        "appealed": refund.appealed,
+        "return_shipment": (
+            {
+                "carrier": refund.return_shipment.carrier,
+                "tracking_number": refund.return_shipment.tracking_number,
+                "at": _time(refund.return_shipment.at),
+            }
+            if refund.return_shipment
+            else None
+        ),
+        "awaiting_step": refund.awaiting_step.value if refund.awaiting_step else None,
+        "step_due_at": _time(refund.step_due_at),
+        "steps": [
+            {
+                "step": run.step.value,
+                "status": run.status.value,
+                "started_at": _time(run.started_at),
+                "attempts": run.attempts,
+                "last_error": run.last_error,
+                "next_attempt_at": _time(run.next_attempt_at),
+                "ended_at": _time(run.ended_at),
+            }
+            for run in refund.steps
+        ],
         "created_at": _time(refund.created_at),
         "updated_at": _time(refund.updated_at),
         "evidence": [
@@ -144,6 +171,7 @@ def dump_refund(refund: Refund) -> str:
                 "problem": e.problem,
                 "checked_etag": e.checked_etag,
                 "checked_version": e.checked_version,
+                "submitted": e.submitted,
             }
             for e in refund.evidence
         ],
@@ -193,6 +221,23 @@ def load_refund(document: str, version: int) -> Refund:
         review_due_at=_parse_time(data["review_due_at"]),
         payout_due_at=_parse_time(data["payout_due_at"]),
         assignee=data["assignee"],
+        senior_only=data.get("senior_only", False),
+        appealed=data.get("appealed", False),
+        return_shipment=_load_shipment(data.get("return_shipment")),
+        awaiting_step=Step(data["awaiting_step"]) if data.get("awaiting_step") else None,
+        step_due_at=_parse_time(data.get("step_due_at")),
+        steps=[
+            StepRun(
+                step=Step(run["step"]),
+                status=StepStatus(run["status"]),
+                started_at=_parse_required_time(run["started_at"]),
+                attempts=run["attempts"],
+                last_error=run["last_error"],
+                next_attempt_at=_parse_time(run["next_attempt_at"]),
+                ended_at=_parse_time(run["ended_at"]),
+            )
+            for run in data.get("steps", [])
+        ],
         created_at=_parse_required_time(data["created_at"]),
         updated_at=_parse_required_time(data["updated_at"]),
         evidence=[
@@ -206,6 +251,7 @@ def load_refund(document: str, version: int) -> Refund:
                 problem=e["problem"],
                 checked_etag=e["checked_etag"],
                 checked_version=e.get("checked_version"),
+                submitted=e.get("submitted", False),
             )
             for e in data["evidence"]
         ],
@@ -233,4 +279,12 @@ def load_refund(document: str, version: int) -> Refund:
         ],
         archived_messages=data.get("archived_messages", 0),
         version=version,
+    )
+
+
+def _load_shipment(data: dict[str, Any] | None) -> ReturnShipment | None:
+    if data is None:
+        return None
+    return ReturnShipment(
+        data["carrier"], data["tracking_number"], _parse_required_time(data["at"])
     )

@@ -12,9 +12,13 @@ succeeded. docs/access-patterns.md says for each write how it recognises its own
 
 from __future__ import annotations
 
+import base64
+import binascii
+import heapq
 import secrets
-from datetime import datetime
-from typing import TypeVar
+import zlib
+from datetime import UTC, date, datetime
+from typing import Any, TypeVar
 
 from pynamodb.attributes import (
     NumberAttribute,
@@ -24,30 +28,43 @@ from pynamodb.attributes import (
     VersionAttribute,
 )
 from pynamodb.exceptions import PutError, UpdateError
+from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action as UpdateAction
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
+from chalicelib.domain.days import shanghai_day
 from chalicelib.domain.model import Message, Order, OrderBooking, Refund, RefundStatus
 from chalicelib.service.exceptions import (
     ConcurrentChange,
     Conflict,
     IdempotencyKeyInFlight,
+    InvalidInput,
     RefundIdFenced,
     RefundTotalExceeded,
 )
-from chalicelib.service.ports import IdempotencyRecord, Page, StoredOrder
+from chalicelib.service.ports import (
+    IdempotencyRecord,
+    Page,
+    PayoutRequest,
+    PayoutResult,
+    PayoutState,
+    StatementEntry,
+    StoredOrder,
+)
 from chalicelib.settings import Settings
 
 from .codec import dump_order, dump_refund, load_order, load_refund
 
 __all__ = [
     "MODELS",
+    "DynamoBalanceLedger",
     "DynamoIdempotencyStore",
     "DynamoMessageLog",
     "DynamoOrderRepository",
     "DynamoRefundRepository",
     "IdempotencyModel",
+    "LedgerModel",
     "MessageModel",
     "OrderModel",
     "RefundModel",
@@ -121,14 +138,29 @@ class UserStatusRefundsIndex(GlobalSecondaryIndex["RefundModel"]):
 
 
 class QueueIndex(GlobalSecondaryIndex["RefundModel"]):
-    """The CS queue of one status: highest escalation, then earliest due, then id."""
+    """The CS queue of one status: highest escalation, then earliest due, then id.
+
+    Keyed by status and a shard of the refund id (``pending_review#0..N-1``), so that a peak
+    of refunds in one status spreads over N partitions; a read merges the shards.
+    """
 
     class Meta:
         index_name = "by_status_queue"
         projection = AllProjection()
 
-    status = UnicodeAttribute(hash_key=True)
+    queue_key = UnicodeAttribute(hash_key=True)
     queue_rank = UnicodeAttribute(range_key=True)
+
+
+class AwaitingStepIndex(GlobalSecondaryIndex["RefundModel"]):
+    """Refunds that await a step's message, by when it is overdue (sparse: only those)."""
+
+    class Meta:
+        index_name = "by_step_due"
+        projection = AllProjection()
+
+    step_shard = UnicodeAttribute(hash_key=True)
+    step_due = UnicodeAttribute(range_key=True)
 
 
 class RefundModel(Model):
@@ -147,7 +179,10 @@ class RefundModel(Model):
     user_id = UnicodeAttribute(null=True)
     status = UnicodeAttribute(null=True)
     user_status = UnicodeAttribute(null=True)
+    queue_key = UnicodeAttribute(null=True)
     queue_rank = UnicodeAttribute(null=True)
+    step_shard = UnicodeAttribute(null=True)
+    step_due = UnicodeAttribute(null=True)
     doc = UnicodeAttribute(null=True)
     created_doc = UnicodeAttribute(null=True)
     """The document as the create wrote it, so an idempotent replay answers exactly the same."""
@@ -159,17 +194,23 @@ class RefundModel(Model):
     by_user = UserRefundsIndex()
     by_user_status = UserStatusRefundsIndex()
     by_status_queue = QueueIndex()
+    by_step_due = AwaitingStepIndex()
 
     @classmethod
-    def from_refund(cls, refund: Refund) -> RefundModel:
+    def from_refund(cls, refund: Refund, shards: int) -> RefundModel:
         due = refund.review_due_at or refund.payout_due_at
-        rank = (str(2 - refund.escalation_level), due.isoformat() if due else "~", refund.refund_id)
+        rank = (str(2 - refund.escalation_level), _utc_text(due) if due else "~", refund.refund_id)
+        shard = _shard(refund.refund_id, shards)
+        awaiting = refund.awaiting_step is not None and refund.step_due_at is not None
         item = cls(
             refund.refund_id,
             user_id=refund.user_id,
             status=refund.status.value,
             user_status=f"{refund.user_id}#{refund.status.value}",
+            queue_key=f"{refund.status.value}#{shard}",
             queue_rank="#".join(rank),
+            step_shard=f"steps#{shard}" if awaiting else None,
+            step_due=_utc_text(refund.step_due_at) if awaiting and refund.step_due_at else None,
             doc=dump_refund(refund),
         )
         if refund.version:
@@ -227,7 +268,51 @@ class IdempotencyModel(Model):
         )
 
 
-MODELS: tuple[type[Model], ...] = (OrderModel, RefundModel, MessageModel, IdempotencyModel)
+class LedgerByDayIndex(GlobalSecondaryIndex["LedgerModel"]):
+    """A day's credits (Asia/Shanghai), sharded like the CS queue: ``2026-11-11#0..N-1``."""
+
+    class Meta:
+        index_name = "by_day"
+        projection = AllProjection()
+
+    day_key = UnicodeAttribute(hash_key=True)
+    refund_id = UnicodeAttribute(range_key=True)
+
+
+class LedgerModel(Model):
+    """The platform balance's wallet ledger: one credit per refund id, for good (P2)."""
+
+    class Meta:
+        table_name = "ledger"
+        billing_mode = "PAY_PER_REQUEST"
+
+    refund_id = UnicodeAttribute(hash_key=True)
+    user_id = UnicodeAttribute()
+    order_id = UnicodeAttribute()
+    amount = NumberAttribute()
+    at = UTCDateTimeAttribute()
+    day_key = UnicodeAttribute()
+
+    by_day = LedgerByDayIndex()
+
+
+MODELS: tuple[type[Model], ...] = (
+    OrderModel,
+    RefundModel,
+    MessageModel,
+    IdempotencyModel,
+    LedgerModel,
+)
+
+
+def _shard(key: str, shards: int) -> int:
+    """A stable shard of ``key`` (crc32, the same in every process and language)."""
+    return zlib.crc32(key.encode()) % max(shards, 1)
+
+
+def _utc_text(at: datetime) -> str:
+    """Sortable UTC text for range keys: every value the same length and offset."""
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def bind_models(settings: Settings) -> None:
@@ -237,6 +322,7 @@ def bind_models(settings: Settings) -> None:
         RefundModel: settings.refunds_table,
         MessageModel: settings.messages_table,
         IdempotencyModel: settings.idempotency_table,
+        LedgerModel: settings.ledger_table,
     }
     for model, table_name in names.items():
         binding = (table_name, settings.region, settings.aws_endpoint_url)
@@ -305,6 +391,20 @@ class DynamoOrderRepository:
                 return  # this request's own booking, applied by an attempt whose answer was lost
             raise Conflict("a refund for this order is already open", rule="E4") from error
 
+    def reserve(self, order_id: str, refund_id: str, amount: int, *, paid_limit: int) -> None:
+        model = OrderModel
+        try:
+            model(order_id).update(
+                actions=[model.open_refund_amount.set(amount)],
+                # Resending it meets the same condition and sets the same amount.
+                condition=(model.open_refund_id == refund_id)
+                & (model.refunded_total <= paid_limit - amount),
+            )
+        except UpdateError as error:
+            if _lost_condition(error):
+                raise RefundTotalExceeded(order_id) from error
+            raise
+
     def settle_refund(
         self, order_id: str, refund_id: str, refunded: int, *, paid_limit: int
     ) -> None:
@@ -335,6 +435,10 @@ def _change_id() -> str:
 
 
 class DynamoRefundRepository:
+    def __init__(self, shards: int = 1) -> None:
+        self._shards = shards
+        """How many shards spread the CS queue's and the step sweep's index keys."""
+
     def get(self, refund_id: str) -> Refund | None:
         item = _get(RefundModel, refund_id)
         return item.to_refund() if item else None
@@ -358,7 +462,7 @@ class DynamoRefundRepository:
         return load_refund(item.created_doc, version=1)
 
     def add(self, refund: Refund) -> None:
-        item = RefundModel.from_refund(refund)
+        item = RefundModel.from_refund(refund, self._shards)
         item.created_doc = item.doc
         item.change_id = _change_id()
         try:
@@ -376,7 +480,7 @@ class DynamoRefundRepository:
 
     def save(self, refund: Refund) -> None:
         """One UpdateItem, conditional on the version read; ``created_doc`` stays as it was."""
-        item = RefundModel.from_refund(refund)
+        item = RefundModel.from_refund(refund, self._shards)
         model = RefundModel
         change_id = _change_id()
         try:
@@ -385,7 +489,10 @@ class DynamoRefundRepository:
                     model.user_id.set(item.user_id),
                     model.status.set(item.status),
                     model.user_status.set(item.user_status),
+                    model.queue_key.set(item.queue_key),
                     model.queue_rank.set(item.queue_rank),
+                    _set_or_remove(model.step_shard, item.step_shard),
+                    _set_or_remove(model.step_due, item.step_due),
                     model.doc.set(item.doc),
                     model.change_id.set(change_id),
                 ]
@@ -415,6 +522,74 @@ class DynamoRefundRepository:
         more = len(items) > limit
         items = items[:limit]
         return Page(items=items, next_cursor=items[-1].refund_id if more else None)
+
+    def count_for_user_since(self, user_id: str, since: datetime) -> int:
+        # Refund ids are time-ordered: every id from ``since`` on sorts after its floor.
+        floor = "rf_" + _ulid_floor(since)
+        return RefundModel.by_user.count(user_id, RefundModel.refund_id >= floor)
+
+    def list_queue(
+        self, status: RefundStatus, escalated_only: bool, limit: int, cursor: str | None
+    ) -> Page:
+        after = _decode_cursor(cursor) if cursor else None
+        rank = RefundModel.queue_rank
+        condition: Condition | None = rank > after if after else None
+        if escalated_only:
+            # Rank starts with 2 - level: levels 1 and 2 sort before "2".
+            condition = rank.between(after or "", "1~")
+        shards = []
+        for shard in range(self._shards):
+            results = RefundModel.by_status_queue.query(
+                f"{status.value}#{shard}", condition, limit=limit + 1
+            )
+            shards.append(item for item in results if item.queue_rank != after)
+        merged = list(heapq.merge(*shards, key=lambda item: item.queue_rank or ""))
+        page = merged[:limit]
+        items = [refund for item in page if (refund := item.to_refund())]
+        more = len(merged) > limit
+        last = page[-1].queue_rank if more and page else None
+        return Page(items=items, next_cursor=_encode_cursor(last) if last else None)
+
+    def list_awaiting_steps(self, due_before: datetime, limit: int) -> list[Refund]:
+        found: list[Refund] = []
+        for shard in range(self._shards):
+            results = RefundModel.by_step_due.query(
+                f"steps#{shard}",
+                RefundModel.step_due <= _utc_text(due_before),
+                limit=limit - len(found),
+            )
+            found += [refund for item in results if (refund := item.to_refund())]
+            if len(found) >= limit:
+                break
+        return found
+
+
+def _set_or_remove(attribute: Any, value: str | None) -> UpdateAction:
+    return attribute.set(value) if value is not None else attribute.remove()
+
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def _ulid_floor(at: datetime) -> str:
+    """The lowest ULID of ``at``'s millisecond: ids minted from then on sort at or above it."""
+    value = int(at.timestamp() * 1000) << 80
+    chars = []
+    for _ in range(26):
+        value, digit = divmod(value, 32)
+        chars.append(_CROCKFORD[digit])
+    return "".join(reversed(chars))
+
+
+def _encode_cursor(rank: str) -> str:
+    return base64.urlsafe_b64encode(rank.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError) as error:
+        raise InvalidInput("cursor", "not a cursor this list gave out") from error
 
 
 class DynamoMessageLog:
@@ -518,3 +693,57 @@ class DynamoIdempotencyStore:
     def _holds(record: IdempotencyRecord) -> bool:
         held = _get(IdempotencyModel, record.scope_key)
         return held is not None and held.holder == record.holder
+
+
+class DynamoBalanceLedger:
+    """The ``balance`` channel: a credit to the user's platform balance is one conditional
+    PutItem keyed by the refund id, so it happens once whatever is retried (P2), instantly."""
+
+    def __init__(self, shards: int, clock: Any) -> None:
+        self._shards = shards
+        self._clock = clock
+
+    def pay(self, request: PayoutRequest) -> PayoutResult:
+        at = self._clock.now()
+        day = shanghai_day(at).isoformat()
+        entry = LedgerModel(
+            request.refund_id,
+            user_id=request.user_id,
+            order_id=request.order_id,
+            amount=request.amount,
+            at=at,
+            day_key=f"{day}#{_shard(request.refund_id, self._shards)}",
+        )
+        try:
+            entry.save(condition=LedgerModel.refund_id.does_not_exist())
+        except PutError as error:
+            if not _lost_condition(error):
+                raise
+            # Credited already: by this request's attempt whose answer was lost, or an
+            # earlier one. Either way once, and that credit is the answer.
+            known = self.query(request.refund_id)
+            if known is None:
+                raise
+            return known
+        return PayoutResult(
+            request.refund_id, PayoutState.SUCCESS, request.amount, request.refund_id
+        )
+
+    def query(self, refund_id: str) -> PayoutResult | None:
+        entry = _get(LedgerModel, refund_id)
+        if entry is None:
+            return None
+        return PayoutResult(refund_id, PayoutState.SUCCESS, int(entry.amount), refund_id)
+
+    def read_notification(self, headers: Any, body: bytes, now: datetime) -> PayoutResult | None:
+        from .exceptions import InvalidNotification
+
+        raise InvalidNotification("the balance is credited at once; it sends no notifications")
+
+    def statement(self, day: date) -> list[StatementEntry]:
+        entries = [
+            StatementEntry(item.refund_id, int(item.amount), "SUCCESS", item.at)
+            for shard in range(self._shards)
+            for item in LedgerModel.by_day.query(f"{day.isoformat()}#{shard}")
+        ]
+        return sorted(entries, key=lambda entry: (entry.at, entry.refund_no))

@@ -54,6 +54,17 @@ class S3EvidenceStore:
         )
         return PresignedUpload(url=post["url"], fields=dict(post["fields"]), expires_at=expires_at)
 
+    def presign_download(self, key: str, version_id: str | None, expires_at: datetime) -> str:
+        """A presigned GET of exactly the version that passed the check."""
+        params = {"Bucket": self._bucket, "Key": key}
+        if version_id:
+            params["VersionId"] = version_id
+        expires_in = max(1, int((expires_at - self._wall_now()).total_seconds()))
+        url: str = self.client.generate_presigned_url(
+            "get_object", Params=params, ExpiresIn=expires_in
+        )
+        return url
+
     def inspect(self, key: str) -> StoredObject | None:
         """One ranged GET: the first bytes, the ETag, and the real size from Content-Range."""
         errors = self.client.exceptions

@@ -5,14 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from chalicelib.adapters.exceptions import InvalidToken
+from chalicelib.adapters.exceptions import InvalidNotification, InvalidToken
 from chalicelib.domain.exceptions import (
     EvidenceSlotsFull,
     InvalidTransition,
     MissingEvidence,
     NotRefundable,
 )
-from chalicelib.service.exceptions import Conflict, IdempotencyKeyReused, NotFound
+from chalicelib.service.exceptions import (
+    Conflict,
+    IdempotencyKeyReused,
+    InvalidInput,
+    NotFound,
+    RoleRequired,
+)
 
 __all__ = [
     "ApiError",
@@ -23,6 +29,7 @@ __all__ = [
     "MethodNotAllowed",
     "PayloadTooLarge",
     "RouteNotFound",
+    "UnsupportedMediaType",
     "envelope",
     "error_answer",
 ]
@@ -64,6 +71,13 @@ class PayloadTooLarge(ApiError):
     code = "payload_too_large"
 
 
+class UnsupportedMediaType(ApiError):
+    """A body in another type than JSON (webhooks excepted)."""
+
+    status = 415
+    code = "unsupported_media_type"
+
+
 class RouteNotFound(ApiError):
     """No route at this path."""
 
@@ -97,8 +111,13 @@ def error_answer(error: Exception) -> ErrorAnswer | None:
             return ErrorAnswer(
                 error.status, envelope(error.code, error.message, None, error.details)
             )
-        case InvalidToken():
+        case InvalidToken() | InvalidNotification():
             return ErrorAnswer(401, envelope("unauthenticated", str(error)))
+        case InvalidInput():
+            details = [{"field": error.field, "problem": error.problem}]
+            return ErrorAnswer(400, envelope("invalid_request", str(error), None, details))
+        case RoleRequired():
+            return ErrorAnswer(403, envelope("forbidden", str(error)))
         case NotFound():
             return ErrorAnswer(404, envelope("not_found", str(error)))
         case Conflict():

@@ -20,13 +20,20 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
-from chalice.app import Chalice, Request, Response
+from chalice.app import Blueprint, Chalice, Request, Response
 from pydantic import BaseModel, ValidationError
 
 from chalicelib.adapters.auth import Principal, TokenVerifier, parse_bearer
 from chalicelib.service.exceptions import NotFound
 
-from .errors import Forbidden, InvalidRequest, PayloadTooLarge, envelope, error_answer
+from .errors import (
+    Forbidden,
+    InvalidRequest,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    envelope,
+    error_answer,
+)
 
 if TYPE_CHECKING:
     from aws_lambda_powertools import Logger
@@ -34,11 +41,13 @@ if TYPE_CHECKING:
 __all__ = [
     "JSON",
     "MAX_BODY_BYTES",
+    "ROUTES",
     "Access",
     "Call",
     "Reply",
     "RouteSpec",
     "Router",
+    "answer_other_methods",
     "json_response",
     "json_text",
     "logger",
@@ -68,7 +77,9 @@ class Access(Enum):
     PUBLIC = frozenset[str]()
     USER = frozenset({"*"})  # any valid token; the roles it has do not matter
     CS = frozenset({"cs-agent", "cs-senior"})
+    SENIOR = frozenset({"cs-senior"})
     ORDER_SERVICE = frozenset({"order-service"})
+    CHANNEL = frozenset({"channel"})  # no token: the channel's own signature, checked by the view
 
 
 @dataclass(frozen=True)
@@ -110,6 +121,12 @@ class RouteSpec:
     query: type[BaseModel] | None = None
     errors: tuple[int, ...] = ()
     headers: tuple[str, ...] = ()
+    raw_body: bool = False
+    """The view reads the body's bytes itself, in whatever type its sender uses (webhooks)."""
+
+
+ROUTES: list[RouteSpec] = []
+"""Every route of every blueprint, in declaration order: the OpenAPI document's source."""
 
 
 def json_text(body: Any) -> str:
@@ -120,6 +137,8 @@ def json_text(body: Any) -> str:
 def json_response(
     status: int, body: str | dict[str, Any], headers: dict[str, str] | None = None
 ) -> Response:
+    if status == 204:
+        return Response(body="", status_code=204, headers={**(headers or {})})
     text = body if isinstance(body, str) else json_text(body)
     return Response(
         body=text, status_code=status, headers={"Content-Type": JSON, **(headers or {})}
@@ -197,8 +216,20 @@ def _parse_query(model: type[BaseModel] | None, request: Request) -> Any:
         raise InvalidRequest("the query parameters are not valid", details) from error
 
 
+def _check_media_type(request: Request, raw: bytes) -> None:
+    """API.md: a body in another type than JSON (a charset parameter allowed) is 415."""
+    if not raw.strip():
+        return
+    given = request.headers.get("content-type")
+    if given is None:
+        return  # untyped: read as the JSON every route takes
+    media_type = given.split(";", 1)[0].strip().lower()
+    if media_type != JSON:
+        raise UnsupportedMediaType(f"the body must be {JSON}, not {media_type or 'untyped'}")
+
+
 def _authorize(access: Access, request: Request, verifier: TokenVerifier) -> Principal | None:
-    if access is Access.PUBLIC:
+    if access in (Access.PUBLIC, Access.CHANNEL):
         return None
     principal = verifier.verify(parse_bearer(request.headers.get("authorization")))
     if access is not Access.USER and not principal.has_any(*access.value):
@@ -207,12 +238,11 @@ def _authorize(access: Access, request: Request, verifier: TokenVerifier) -> Pri
 
 
 class Router:
-    """Declares routes on a Chalice app and keeps their specs for the OpenAPI document."""
+    """Declares routes on a Chalice app or blueprint; every spec joins ``ROUTES``."""
 
-    def __init__(self, app: Chalice, verifier: Callable[[], TokenVerifier]) -> None:
-        self._app = app
+    def __init__(self, target: Chalice | Blueprint, verifier: Callable[[], TokenVerifier]) -> None:
+        self._app = target
         self._verifier = verifier
-        self.specs: list[RouteSpec] = []
 
     def route(
         self,
@@ -228,6 +258,7 @@ class Router:
         query: type[BaseModel] | None = None,
         errors: tuple[int, ...] = (),
         headers: tuple[str, ...] = (),
+        raw_body: bool = False,
     ) -> Callable[[Callable[..., Reply | BaseModel]], Callable[..., Response]]:
         def register(view: Callable[..., Reply | BaseModel]) -> Callable[..., Response]:
             spec = RouteSpec(
@@ -243,8 +274,9 @@ class Router:
                 query,
                 errors,
                 headers,
+                raw_body,
             )
-            self.specs.append(spec)
+            ROUTES.append(spec)
 
             @functools.wraps(view)
             def handle(**path_params: str) -> Response:
@@ -256,9 +288,11 @@ class Router:
                     raw = _bytes(request.raw_body)
                     if len(raw) > MAX_BODY_BYTES:
                         raise PayloadTooLarge(f"the body is over {MAX_BODY_BYTES} bytes")
+                    if not raw_body:
+                        _check_media_type(request, raw)
                     call = Call(
                         principal=principal,
-                        body=_parse_body(body, raw, body_required),
+                        body=None if raw_body else _parse_body(body, raw, body_required),
                         query=_parse_query(query, request),
                         headers=request.headers,
                         raw_body=raw,
@@ -286,31 +320,33 @@ class Router:
 
         return register
 
-    def answer_other_methods(self) -> None:
-        """Route every other method of a known path to a 405 in the envelope.
 
-        API Gateway answers a method it has no integration for as a missing route (404), so
-        the contract's 405 needs these methods to reach the function, deployed as locally.
-        """
-        served: dict[str, set[str]] = {}
-        for spec in self.specs:
-            served.setdefault(spec.path, set()).add(spec.method)
-        for number, (path, methods) in enumerate(sorted(served.items())):
-            allow = ", ".join(sorted(methods))
-            others = [m for m in OTHER_METHODS if m not in methods]
+def answer_other_methods(app: Chalice) -> None:
+    """Route every other method of a known path to a 405 in the envelope.
 
-            def not_allowed(allow: str = allow, **_: str) -> Response:
-                request = self._app.current_request
-                method = request.method if request else "this method"
-                return json_response(
-                    405,
-                    envelope("method_not_allowed", f"{method} is not served here; use {allow}"),
-                    {"Allow": allow},
-                )
+    API Gateway answers a method it has no integration for as a missing route (404), so the
+    contract's 405 needs these methods to reach the function, deployed as locally. Called
+    once every blueprint is registered, so that it sees every route.
+    """
+    served: dict[str, set[str]] = {}
+    for spec in ROUTES:
+        served.setdefault(spec.path, set()).add(spec.method)
+    for number, (path, methods) in enumerate(sorted(served.items())):
+        allow = ", ".join(sorted(methods))
+        others = [m for m in OTHER_METHODS if m not in methods]
 
-            self._app.route(
-                path, methods=others, content_types=["*/*"], name=f"method_not_allowed_{number}"
-            )(not_allowed)
+        def not_allowed(allow: str = allow, **_: str) -> Response:
+            request = app.current_request
+            method = request.method if request else "this method"
+            return json_response(
+                405,
+                envelope("method_not_allowed", f"{method} is not served here; use {allow}"),
+                {"Allow": allow},
+            )
+
+        app.route(path, methods=others, content_types=["*/*"], name=f"method_not_allowed_{number}")(
+            not_allowed
+        )
 
 
 def request_id_for(given: str) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -36,10 +36,18 @@ from chalicelib.domain.model import (
     Usage,
 )
 from chalicelib.domain.policy import Quote
-from chalicelib.domain.rules import KindRules, RuleText
+from chalicelib.domain.rules import POLICY_RULE_IDS, KindRules, RuleText
+from chalicelib.domain.workflow import Step, StepStatus
+from chalicelib.service.ports import StatementEntry
 from chalicelib.service.refunds import EvidenceSlot
+from chalicelib.service.review import RefundDetail
 
 __all__ = [
+    "AdminRefundOut",
+    "AppealIn",
+    "ApproveIn",
+    "ChannelSettingsIn",
+    "ChannelSettingsOut",
     "CreateRefundIn",
     "ErrorOut",
     "EvidenceIn",
@@ -48,20 +56,35 @@ __all__ = [
     "ListRefundsQuery",
     "MessageIn",
     "MessageOut",
+    "NoContent",
     "OpenApiOut",
     "OrderIn",
     "OrderOut",
+    "OrderStatusIn",
+    "QueueItemOut",
+    "QueueOut",
+    "QueueQuery",
     "QuoteOut",
     "QuoteQuery",
     "RefundListOut",
     "RefundOut",
     "RefundPolicyOut",
     "RefundPolicyQuery",
+    "RejectIn",
+    "RequestInfoIn",
+    "RetryPayoutIn",
+    "ReturnReceivedIn",
+    "ReturnShipmentIn",
+    "ScheduleRunOut",
+    "StatementOut",
+    "StatementQuery",
     "SubmitIn",
+    "WebhookAckOut",
 ]
 
 MAX_TEXT = 2000
 REFUND_ID_PATTERN = r"^rf_[0-9A-HJKMNP-TV-Z]{26}$"
+CURSOR_PATTERN = r"^[A-Za-z0-9._~-]{1,512}$"
 
 
 def _json_number(value: Any) -> Any:
@@ -437,3 +460,159 @@ class ErrorOut(Out):
     """The envelope of every error (API.md)."""
 
     error: ErrorBody
+
+
+class NoContent(Out):
+    """No body (204)."""
+
+
+class ReturnShipmentIn(Body):
+    carrier: str = Field(min_length=1, max_length=64)
+    tracking_number: str = Field(min_length=1, max_length=64)
+
+
+class AppealIn(Body):
+    statement: Text
+    evidence_ids: list[Id] = Field(default_factory=list, max_length=10)
+
+
+class QueueQuery(Query):
+    status: RefundStatus
+    escalated: bool = False
+    limit: int = Field(default=20, ge=1, le=100)
+    cursor: str | None = Field(default=None, pattern=CURSOR_PATTERN)
+
+
+class QueueItemOut(RefundOut):
+    assignee: str | None
+
+
+class QueueOut(Out):
+    items: list[QueueItemOut]
+    next_cursor: str | None
+
+
+class AdminEvidenceOut(EvidenceOut):
+    download_url: str | None = Field(
+        description="The checked version of the object, readable for at most 5 minutes"
+    )
+
+
+class StepOut(Out):
+    step: Step
+    status: StepStatus
+    attempts: int
+    last_error: str | None
+    next_attempt_at: datetime | None
+    started_at: datetime
+    ended_at: datetime | None
+
+
+class AdminRefundOut(QueueItemOut):
+    """The refund as the console shows it: the order as it was, evidence to look at, and
+    the workflow's executions like a state machine's history."""
+
+    order: OrderOut
+    evidence: list[AdminEvidenceOut]  # type: ignore[assignment]
+    steps: list[StepOut]
+
+    @classmethod
+    def of(cls, detail: RefundDetail) -> AdminRefundOut:
+        refund = detail.refund
+        base = QueueItemOut.model_validate(refund).model_dump()
+        base["evidence"] = [
+            {
+                **EvidenceOut.model_validate(e).model_dump(),
+                "download_url": detail.downloads.get(e.evidence_id),
+            }
+            for e in refund.evidence
+        ]
+        base["order"] = OrderOut.model_validate(refund.order)
+        base["steps"] = [StepOut.model_validate(run) for run in refund.steps]
+        return cls.model_validate(base)
+
+
+def _rule_id(value: str) -> str:
+    if value not in POLICY_RULE_IDS:
+        raise ValueError("must be a rule id of the refund policy (E1, V2, PH1, ...)")
+    return value
+
+
+RuleId = Annotated[
+    str,
+    AfterValidator(_rule_id),
+    WithJsonSchema({"type": "string", "enum": sorted(POLICY_RULE_IDS)}),
+]
+
+
+class ApproveIn(Body):
+    amount: Fen | None = None
+    note: Text | None = None
+
+
+class RejectIn(Body):
+    rule: RuleId
+    message: Text
+
+
+class RequestInfoIn(Body):
+    message: Text
+
+
+class ReturnReceivedIn(Body):
+    intact: bool
+    gifts_returned: bool = True
+
+
+class RetryPayoutIn(Body):
+    payout_channel: PayoutChannel
+
+
+class OrderStatusIn(Body):
+    status: OrderStatus
+    note: Text
+
+
+class WebhookAckOut(Out):
+    received: Literal[True]
+
+
+class ChannelSettingsIn(Body):
+    fail_rate: float | None = Field(default=None, ge=0, le=1)
+    timeout_rate: float | None = Field(default=None, ge=0, le=1)
+    latency_ms: int | None = Field(default=None, ge=0, le=60000)
+    seed: int | None = None
+
+
+class ChannelSettingsOut(Out):
+    channel: str
+    fail_rate: float
+    timeout_rate: float
+    latency_ms: int
+    seed: int | None
+
+
+class StatementQuery(Query):
+    day: date | None = None
+
+
+class StatementEntryOut(Out):
+    refund_no: str
+    amount: int
+    status: str
+    at: datetime
+
+
+class StatementOut(Out):
+    channel: str
+    entries: list[StatementEntryOut]
+
+    @classmethod
+    def of(cls, channel: str, entries: list[StatementEntry]) -> StatementOut:
+        return cls(channel=channel, entries=[StatementEntryOut.model_validate(e) for e in entries])
+
+
+class ScheduleRunOut(Out):
+    schedule: str
+    now: datetime
+    result: dict[str, Any]

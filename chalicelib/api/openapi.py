@@ -21,6 +21,7 @@ _ERROR_TEXT = {
     404: "No such resource, or another user's (not_found)",
     409: "State conflict (conflict)",
     413: "Body over 64 KiB (payload_too_large)",
+    415: "A body that is not application/json (unsupported_media_type)",
     422: "Policy refusal (not_refundable, missing_evidence, idempotency_key_reused)",
     429: "Too many requests (too_many_requests)",
     500: "Unexpected fault (internal_error)",
@@ -36,10 +37,14 @@ _REQUEST_ID_HEADER = {
 
 def _error_statuses(spec: RouteSpec) -> list[int]:
     statuses = {400, 500, *spec.errors}
-    if spec.access is not Access.PUBLIC:
+    if spec.access is Access.CHANNEL:
+        statuses |= {401}
+    elif spec.access is not Access.PUBLIC:
         statuses |= {401}
         if spec.access is not Access.USER:
             statuses |= {403}
+    if spec.body is not None:
+        statuses |= {415}
     # Every route reads its body, and refuses one over 64 KiB, whether it takes one or not.
     statuses |= {413}
     if _PATH_PARAM.search(spec.path):
@@ -83,13 +88,12 @@ def build_openapi(specs: list[RouteSpec], title: str, version: str) -> dict[str,
             }
             for header in spec.headers
         ]
-        responses: dict[str, Any] = {
-            str(spec.status): {
-                "description": "OK",
-                "headers": _REQUEST_ID_HEADER,
-                "content": {"application/json": {"schema": refs[(spec.response, "serialization")]}},
+        answer: dict[str, Any] = {"description": "OK", "headers": _REQUEST_ID_HEADER}
+        if spec.status != 204:
+            answer["content"] = {
+                "application/json": {"schema": refs[(spec.response, "serialization")]}
             }
-        }
+        responses: dict[str, Any] = {str(spec.status): answer}
         for status in _error_statuses(spec):
             responses[str(status)] = {
                 "description": _ERROR_TEXT[status],
@@ -101,8 +105,14 @@ def build_openapi(specs: list[RouteSpec], title: str, version: str) -> dict[str,
             "summary": spec.summary,
             "parameters": parameters,
             "responses": responses,
-            "security": [] if spec.access is Access.PUBLIC else [{"bearer": []}],
+            "security": [] if spec.access in (Access.PUBLIC, Access.CHANNEL) else [{"bearer": []}],
         }
+        if spec.raw_body:
+            operation["requestBody"] = {
+                "required": True,
+                "description": "The channel's notification as it sends it, signed by it",
+                "content": {"*/*": {"schema": {}}},
+            }
         if spec.body is not None:
             operation["requestBody"] = {
                 "required": spec.body_required,

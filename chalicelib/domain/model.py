@@ -7,6 +7,8 @@ from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 
+from .workflow import Step, StepRun
+
 __all__ = [
     "CURRENCY",
     "QUALITY_REASONS",
@@ -26,6 +28,7 @@ __all__ = [
     "Reason",
     "Refund",
     "RefundStatus",
+    "ReturnShipment",
     "Usage",
 ]
 
@@ -124,6 +127,7 @@ class Action(StrEnum):
     ESCALATE = "escalate"
     NUDGE = "nudge"
     ORDER_CORRECTED = "order_corrected"
+    REMOVE_EVIDENCE = "remove_evidence"
 
 
 @dataclass(frozen=True)
@@ -200,6 +204,17 @@ class Evidence:
     checked_etag: str | None = None
     checked_version: str | None = None
     """The object version that passed the check: the one reviewers are shown."""
+    submitted: bool = False
+    """Counted toward a submission: reviewers rely on it, so it can no longer be removed."""
+
+
+@dataclass(frozen=True)
+class ReturnShipment:
+    """How the goods come back (PH1): the user's carrier and tracking number."""
+
+    carrier: str
+    tracking_number: str
+    at: datetime
 
 
 @dataclass(frozen=True)
@@ -244,12 +259,25 @@ class Refund:
     review_due_at: datetime | None = None
     payout_due_at: datetime | None = None
     assignee: str | None = None
+    """The agent who claimed the refund (R4): only they decide, until a senior takes over."""
+    senior_only: bool = False
+    """Claimed and decided by a ``cs-senior`` only: an appeal (X3), or abuse signals (R1)."""
+    appealed: bool = False
+    """X3: a rejected refund can be appealed once."""
+    return_shipment: ReturnShipment | None = None
     evidence: list[Evidence] = field(default_factory=list)
     history: list[HistoryEntry] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)
     """The latest messages; older ones are only in the message log (O5)."""
     archived_messages: int = 0
     """How many of the oldest messages are only in the message log."""
+    steps: list[StepRun] = field(default_factory=list)
+    """The workflow's executions on this refund, oldest first (bounded)."""
+    awaiting_step: Step | None = None
+    """The step a message is owed for: set in the same write as the change that starts it,
+    cleared in the write that finishes it, so a message lost in between is sent again."""
+    step_due_at: datetime | None = None
+    """When the awaited step is overdue (wall clock): its message counts as lost then."""
     version: int = 0
 
     @property

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from .model import OrderKind
 
-__all__ = ["KindRules", "RuleText", "rules_for"]
+__all__ = ["POLICY_RULE_IDS", "KindRules", "RuleText", "rules_for"]
 
 
 @dataclass(frozen=True)
@@ -131,3 +131,17 @@ def rules_for(kind: OrderKind) -> KindRules:
     """The rules shown on a product page of ``kind`` (F4), general rules included."""
     own = _BY_KIND[kind]
     return KindRules(rules=own.rules + _COMMON, not_refundable=own.not_refundable)
+
+
+POLICY_RULE_IDS = frozenset(
+    {
+        *("E1", "E2", "E3", "E4"),
+        *("V1", "V2", "PH1", "S1", "PR1", "A1"),
+        *("F1", "F2", "F3", "F4"),
+        *("R1", "R2", "R3", "R4"),
+        *("P1", "P2"),
+        *("X1", "X2", "X3", "X4"),
+        *("O1", "O2", "O3", "O4", "O5"),
+    }
+)
+"""Every rule id of POLICY.md: a decision cites one of these (O3)."""

@@ -57,6 +57,7 @@ STAY_ACTIONS: dict[Action, frozenset[RefundStatus]] = {
     Action.ESCALATE: OPEN_STATUSES - {S.DRAFT},
     Action.NUDGE: OPEN_STATUSES - {S.DRAFT},
     Action.ORDER_CORRECTED: OPEN_STATUSES,
+    Action.REMOVE_EVIDENCE: frozenset({S.DRAFT, S.NEEDS_INFO, S.REJECTED}),
 }
 """Actions that leave the status as it is, and the statuses they are allowed in."""
 

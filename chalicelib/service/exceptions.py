@@ -9,10 +9,14 @@ __all__ = [
     "Conflict",
     "IdempotencyKeyInFlight",
     "IdempotencyKeyReused",
+    "InvalidInput",
     "NotFound",
     "RefundIdFenced",
     "RefundTotalExceeded",
+    "RoleRequired",
     "ServiceError",
+    "StepRejected",
+    "StepRetry",
 ]
 
 
@@ -82,3 +86,28 @@ class ChannelOutcomeUnknown(ServiceError):
 
     Resolved by querying the channel with the same refund number, never by paying again.
     """
+
+
+class RoleRequired(ServiceError):
+    """This resource needs a role the caller lacks (a ``cs-agent`` on an appealed refund)."""
+
+    def __init__(self, role: str, why: str) -> None:
+        super().__init__(f"only a {role} may do this: {why}")
+        self.role = role
+
+
+class InvalidInput(ServiceError):
+    """Input that is well-formed but wrong for this resource (400, naming the field)."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+class StepRetry(ServiceError):
+    """A workflow step failed in a way another attempt may fix (its retry policy decides)."""
+
+
+class StepRejected(ServiceError):
+    """A step's message can never succeed (malformed): it goes to the dead-letter queue."""

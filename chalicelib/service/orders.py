@@ -7,16 +7,29 @@ from datetime import timedelta
 from chalicelib.domain.model import Order, OrderBooking, Reason, RefundStatus
 from chalicelib.domain.policy import Quote, quote
 from chalicelib.domain.transitions import TERMINAL
+from chalicelib.domain.workflow import Step
 
 from .exceptions import NotFound
 from .ports import Ports, StoredOrder
+from .workflow import StepOutcome, attempt
 
-__all__ = ["current_booking", "get_owned_order", "quote_order", "upsert_order"]
+__all__ = [
+    "current_booking",
+    "get_owned_order",
+    "handle_order_event",
+    "quote_order",
+    "upsert_order",
+]
 
 
 def upsert_order(ports: Ports, order: Order) -> StoredOrder:
     """Store the order system's view of an order; a lower version than stored is ignored."""
     return ports.orders.upsert(order)
+
+
+def handle_order_event(ports: Ports, order: Order, received: int) -> StepOutcome:
+    """An order the order system sent as a message (the ``order-events`` step)."""
+    return attempt(ports, Step.ORDER_EVENTS, None, received, lambda: upsert_order(ports, order))
 
 
 def get_owned_order(ports: Ports, user_id: str, order_id: str) -> StoredOrder:

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Protocol
 
-from chalicelib.domain.model import Message, Order, OrderBooking, Refund, RefundStatus
+from chalicelib.domain.model import (
+    Message,
+    Order,
+    OrderBooking,
+    PaymentChannel,
+    Refund,
+    RefundStatus,
+)
+from chalicelib.domain.workflow import Step
 
 __all__ = [
     "Clock",
@@ -27,8 +35,11 @@ __all__ = [
     "PresignedUpload",
     "RefundRepository",
     "ServiceConfig",
+    "StatementEntry",
+    "StepQueue",
     "StoredObject",
     "StoredOrder",
+    "WalletLedger",
 ]
 
 
@@ -90,6 +101,14 @@ class OrderRepository(Protocol):
         """
         ...
 
+    def reserve(self, order_id: str, refund_id: str, amount: int, *, paid_limit: int) -> None:
+        """Set the open refund's booked amount to what was approved (A1: never more).
+
+        The store refuses (RefundTotalExceeded, E4) unless ``refund_id`` is the open refund
+        and the refunded total plus ``amount`` stays within ``paid_limit``.
+        """
+        ...
+
 
 @dataclass(frozen=True)
 class Page:
@@ -132,6 +151,22 @@ class RefundRepository(Protocol):
         """The user's refunds, newest first; ``cursor`` is a refund id to continue after."""
         ...
 
+    def count_for_user_since(self, user_id: str, since: datetime) -> int:
+        """How many refunds the user created since ``since`` (abuse signals, R1)."""
+        ...
+
+    def list_queue(
+        self, status: RefundStatus, escalated_only: bool, limit: int, cursor: str | None
+    ) -> Page:
+        """The CS queue of one status: highest escalation, then earliest due (none last),
+        then refund id. ``cursor`` is opaque, from an earlier page's ``next_cursor``."""
+        ...
+
+    def list_awaiting_steps(self, due_before: datetime, limit: int) -> list[Refund]:
+        """Refunds whose awaited step is overdue at ``due_before`` (wall clock): their
+        message counts as lost. Costs what is overdue, never the table."""
+        ...
+
 
 class MessageLog(Protocol):
     def append(self, refund_id: str, message: Message) -> None:
@@ -163,6 +198,10 @@ class EvidenceStore(Protocol):
     def presign_upload(
         self, key: str, content_type: str, max_size: int, expires_at: datetime
     ) -> PresignedUpload: ...
+
+    def presign_download(self, key: str, version_id: str | None, expires_at: datetime) -> str:
+        """A URL that reads this version of the object until ``expires_at``."""
+        ...
 
     def inspect(self, key: str) -> StoredObject | None:
         """The object's real size, ETag and first bytes, or None if nothing is there."""
@@ -239,6 +278,8 @@ class PayoutRequest:
     order_total: int
     """What the user paid for the order, in fen (WeChat's ``amount.total``)."""
     reason: str
+    user_id: str = ""
+    """Whose platform balance a ``balance`` payout credits."""
 
 
 @dataclass(frozen=True)
@@ -280,6 +321,34 @@ class PaymentGateway(Protocol):
 
 
 @dataclass(frozen=True)
+class StatementEntry:
+    """Money a channel moved, as its daily statement lists it."""
+
+    refund_no: str
+    amount: int
+    status: str
+    at: datetime
+
+
+class WalletLedger(Protocol):
+    """The platform balance's ledger: one credit per refund id, instant (P1, P2)."""
+
+    def statement(self, day: date) -> list[StatementEntry]:
+        """The credits of one Asia/Shanghai day (by the business clock), oldest first."""
+        ...
+
+
+class StepQueue(Protocol):
+    """Where a step's message goes: one queue per step (DESIGN.md, "Workflow")."""
+
+    def send(self, step: Step, refund_id: str, delay_seconds: int = 0) -> None: ...
+
+    def redeliver_in(self, queue_arn: str, receipt_handle: str, seconds: int) -> None:
+        """Let a received message that failed be received again after ``seconds``."""
+        ...
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     idempotency_lease_seconds: int = 30
     idempotency_keep_hours: int = 25
@@ -289,6 +358,14 @@ class ServiceConfig:
     recent_message_bytes: int = 32 * 1024
     """How many bytes of message text the refund item carries at most: a list page of 100
     refunds stays well under Lambda's 6 MB answer, and an item under DynamoDB's 400 KB."""
+    step_interval_scale: float = 1.0
+    """Scales the workflow's retry intervals (the local stage shortens them)."""
+    step_grace_seconds: int = 120
+    """How long past its due time an awaited step's message counts as lost and is resent."""
+    abuse_threshold: int = 5
+    """Refunds by one user in 30 days from which the automatic check routes to a senior."""
+    download_url_seconds: int = 300
+    """How long an evidence download URL of the CS console lives (API.md: at most 5 min)."""
 
 
 @dataclass(frozen=True)
@@ -302,4 +379,8 @@ class Ports:
     idempotency: IdempotencyStore
     clock: Clock
     ids: IdGenerator
+    steps: StepQueue
+    gateways: Mapping[PaymentChannel, PaymentGateway]
+    """Each channel's refund API; ``balance`` is the platform's own wallet ledger."""
+    ledger: WalletLedger
     config: ServiceConfig = field(default_factory=ServiceConfig)

@@ -28,23 +28,64 @@ ROUTES = {
     ("/refunds/{refund_id}/submit", "post"),
     ("/refunds/{refund_id}/cancel", "post"),
     ("/refunds/{refund_id}/messages", "post"),
+    ("/refunds/{refund_id}/evidence/{evidence_id}", "delete"),
+    ("/refunds/{refund_id}/return-shipment", "post"),
+    ("/refunds/{refund_id}/appeal", "post"),
+    ("/admin/refunds", "get"),
+    ("/admin/refunds/{refund_id}", "get"),
+    ("/admin/refunds/{refund_id}/claim", "post"),
+    ("/admin/refunds/{refund_id}/approve", "post"),
+    ("/admin/refunds/{refund_id}/reject", "post"),
+    ("/admin/refunds/{refund_id}/request-info", "post"),
+    ("/admin/refunds/{refund_id}/return-received", "post"),
+    ("/admin/refunds/{refund_id}/retry-payout", "post"),
+    ("/admin/orders/{order_id}/status", "put"),
+    ("/webhooks/payouts/{channel}", "post"),
+    ("/_local/channels/{channel}", "put"),
+    ("/_local/channels/{channel}/statement", "get"),
+    ("/_local/schedules/{name}/run", "post"),
 }
-PUBLIC = {("/health", "get"), ("/openapi.json", "get"), ("/refund-policy", "get")}
+PUBLIC = {
+    ("/health", "get"),
+    ("/openapi.json", "get"),
+    ("/refund-policy", "get"),
+    ("/webhooks/payouts/{channel}", "post"),  # the channel's signature instead of a token
+    ("/_local/channels/{channel}", "put"),
+    ("/_local/channels/{channel}/statement", "get"),
+    ("/_local/schedules/{name}/run", "post"),
+}
+DECISION = {200, 400, 401, 403, 404, 409, 413, 415}
 
 # The statuses API.md says each route can answer (besides 500), from its checks and errors.
 STATUSES = {
     ("/health", "get"): {200, 400},
     ("/openapi.json", "get"): {200, 400},
     ("/refund-policy", "get"): {200, 400},
-    ("/internal/orders/{order_id}", "put"): {200, 400, 401, 403, 413},
+    ("/internal/orders/{order_id}", "put"): {200, 400, 401, 403, 413, 415},
     ("/orders/{order_id}/refund-quote", "get"): {200, 400, 401, 404},
-    ("/refunds", "post"): {201, 400, 401, 404, 409, 413, 422},
+    ("/refunds", "post"): {201, 400, 401, 404, 409, 413, 415, 422},
     ("/refunds", "get"): {200, 400, 401},
     ("/refunds/{refund_id}", "get"): {200, 400, 401, 404},
-    ("/refunds/{refund_id}/evidence", "post"): {201, 400, 401, 404, 409, 413},
-    ("/refunds/{refund_id}/submit", "post"): {200, 400, 401, 404, 409, 413, 422},
+    ("/refunds/{refund_id}/evidence", "post"): {201, 400, 401, 404, 409, 413, 415},
+    ("/refunds/{refund_id}/submit", "post"): {200, 400, 401, 404, 409, 413, 415, 422},
     ("/refunds/{refund_id}/cancel", "post"): {200, 400, 401, 404, 409},
-    ("/refunds/{refund_id}/messages", "post"): {201, 400, 401, 404, 413},
+    ("/refunds/{refund_id}/messages", "post"): {201, 400, 401, 404, 413, 415},
+    ("/refunds/{refund_id}/evidence/{evidence_id}", "delete"): {204, 400, 401, 404, 409},
+    ("/refunds/{refund_id}/return-shipment", "post"): {200, 400, 401, 404, 409, 413, 415},
+    ("/refunds/{refund_id}/appeal", "post"): {200, 400, 401, 404, 409, 413, 415},
+    ("/admin/refunds", "get"): {200, 400, 401, 403},
+    ("/admin/refunds/{refund_id}", "get"): {200, 400, 401, 403, 404},
+    ("/admin/refunds/{refund_id}/claim", "post"): {200, 400, 401, 403, 404, 409},
+    ("/admin/refunds/{refund_id}/approve", "post"): DECISION | {422},
+    ("/admin/refunds/{refund_id}/reject", "post"): DECISION,
+    ("/admin/refunds/{refund_id}/request-info", "post"): DECISION,
+    ("/admin/refunds/{refund_id}/return-received", "post"): DECISION,
+    ("/admin/refunds/{refund_id}/retry-payout", "post"): DECISION,
+    ("/admin/orders/{order_id}/status", "put"): DECISION,
+    ("/webhooks/payouts/{channel}", "post"): {200, 400, 401, 404, 413},
+    ("/_local/channels/{channel}", "put"): {200, 400, 404, 413, 415},
+    ("/_local/channels/{channel}/statement", "get"): {200, 400, 404},
+    ("/_local/schedules/{name}/run", "post"): {200, 400, 404},
 }
 
 
@@ -85,6 +126,9 @@ def test_each_operation_documents_its_statuses_and_security(
     missing = STATUSES[(path, method)] - documented
     assert not missing, f"{method.upper()} {path} does not document {sorted(missing)}"
     for status, response in operation["responses"].items():
+        if int(status) == 204:
+            assert "content" not in response
+            continue
         schema = response["content"]["application/json"]["schema"]
         if int(status) >= 400:
             assert schema == {"$ref": "#/components/schemas/ErrorOut"}, status

@@ -59,6 +59,7 @@ EXPECTED_STAYS: dict[Action, set[RefundStatus]] = {
     A.ESCALATE: NON_TERMINAL - {S.DRAFT},
     A.NUDGE: NON_TERMINAL - {S.DRAFT},  # "any non-terminal status but draft"
     A.ORDER_CORRECTED: NON_TERMINAL,  # X1: added to the order's open refund, if any
+    A.REMOVE_EVIDENCE: {S.DRAFT, S.NEEDS_INFO, S.REJECTED},  # where evidence can be added
 }
 
 

@@ -1,0 +1,1 @@
+"""Payment channels behind the PaymentGateway port: Alipay, WeChat Pay, the local simulator."""

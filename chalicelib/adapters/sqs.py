@@ -1,0 +1,67 @@
+"""The workflow's step queues on SQS: one queue per step, each with a dead-letter queue."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from chalicelib.domain.workflow import Step
+
+__all__ = ["SqsStepQueue", "dead_letter_queue_name", "queue_name", "step_message"]
+
+QUEUE_PREFIX = "refunds-"
+
+
+def queue_name(step: Step) -> str:
+    """The queue of a step: the same name in ``@app.on_sqs_message``, the template and the
+    local stack (Chalice needs it as a literal at import time)."""
+    return f"{QUEUE_PREFIX}{step.value}"
+
+
+def dead_letter_queue_name(step: Step) -> str:
+    return f"{queue_name(step)}-dlq"
+
+
+def step_message(step: Step, refund_id: str) -> str:
+    return json.dumps({"step": step.value, "refund_id": refund_id}, separators=(",", ":"))
+
+
+class SqsStepQueue:
+    """Sends step messages; queue URLs are looked up once per process and kept."""
+
+    def __init__(self, client_factory: Callable[[], Any]) -> None:
+        self._client_factory = client_factory
+        self._client: Any = None
+        self._urls: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = self._client_factory()
+        return self._client
+
+    def url(self, name: str) -> str:
+        if name not in self._urls:
+            with self._lock:
+                if name not in self._urls:
+                    self._urls[name] = self.client.get_queue_url(QueueName=name)["QueueUrl"]
+        return self._urls[name]
+
+    def send(self, step: Step, refund_id: str, delay_seconds: int = 0) -> None:
+        self.client.send_message(
+            QueueUrl=self.url(queue_name(step)),
+            MessageBody=step_message(step, refund_id),
+            DelaySeconds=min(max(delay_seconds, 0), 900),
+        )
+
+    def redeliver_in(self, queue_arn: str, receipt_handle: str, seconds: int) -> None:
+        """Let a failed message be received again after ``seconds`` (a retry's backoff)."""
+        name = queue_arn.rsplit(":", 1)[-1]
+        self.client.change_message_visibility(
+            QueueUrl=self.url(name),
+            ReceiptHandle=receipt_handle,
+            VisibilityTimeout=min(max(seconds, 0), 43200),
+        )

@@ -1,0 +1,1 @@
+"""The routes, one blueprint per caller: the app, the console, the order system, channels."""

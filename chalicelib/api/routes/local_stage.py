@@ -1,0 +1,100 @@
+"""The local stage's own routes (API.md, "Local stage only"): the payment-channel simulator's
+faults and statements, and scheduled functions run on demand. Every deployed stage answers
+them 404, as if they did not exist."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from chalice.app import Blueprint
+
+from chalicelib.api.http import Access, Call, Router
+from chalicelib.api.models import (
+    ChannelSettingsIn,
+    ChannelSettingsOut,
+    ScheduleRunOut,
+    StatementOut,
+    StatementQuery,
+)
+from chalicelib.bootstrap import get_ports, get_simulator_control, get_verifier
+from chalicelib.domain.days import shanghai_day
+from chalicelib.domain.model import PaymentChannel
+from chalicelib.service import workflow
+from chalicelib.service.exceptions import NotFound
+from chalicelib.settings import get_settings
+
+__all__ = ["SCHEDULES", "blueprint"]
+
+blueprint = Blueprint(__name__)
+api = Router(blueprint, get_verifier)
+
+SIMULATED = frozenset({PaymentChannel.ALIPAY.value, PaymentChannel.WECHAT.value})
+STATEMENT_DAYS = 31
+"""Without ``?day=``, the balance's statement covers the last 31 days (business clock)."""
+
+SCHEDULES = {"resume-steps": lambda: {"resent": workflow.resume_waiting_steps(get_ports())}}
+"""The scheduled functions that can be run now, by name (chalicelib/api/routes/workers.py)."""
+
+
+def _local_only(path: str) -> None:
+    if not get_settings().is_local:
+        raise NotFound("route", path)
+
+
+@api.route(
+    "/_local/channels/{channel}",
+    "PUT",
+    access=Access.PUBLIC,
+    body=ChannelSettingsIn,
+    response=ChannelSettingsOut,
+    errors=(415,),
+    summary="Local stage: fault injection in the payment-channel simulator",
+)
+def configure_channel(call: Call, channel: str) -> ChannelSettingsOut:
+    _local_only("/_local/channels")
+    if channel not in SIMULATED:
+        raise NotFound("simulated channel", channel)
+    given = call.body.model_dump(exclude_unset=True)
+    return ChannelSettingsOut.model_validate(get_simulator_control().configure(channel, given))
+
+
+@api.route(
+    "/_local/channels/{channel}/statement",
+    "GET",
+    access=Access.PUBLIC,
+    query=StatementQuery,
+    response=StatementOut,
+    summary="Local stage: the money a channel actually moved (balance: the wallet ledger)",
+)
+def channel_statement(call: Call, channel: str) -> StatementOut:
+    _local_only("/_local/channels")
+    if channel in SIMULATED:
+        entries = get_simulator_control().statement(channel)
+        if call.query.day is not None:
+            entries = [e for e in entries if shanghai_day(e.at) == call.query.day]
+        return StatementOut.of(channel, entries)
+    if channel != PaymentChannel.BALANCE.value:
+        raise NotFound("payment channel", channel)
+    ports = get_ports()
+    today = shanghai_day(ports.clock.now())
+    days = (
+        [call.query.day]
+        if call.query.day
+        else [today - timedelta(days=n) for n in reversed(range(STATEMENT_DAYS))]
+    )
+    return StatementOut.of(channel, [e for day in days for e in ports.ledger.statement(day)])
+
+
+@api.route(
+    "/_local/schedules/{name}/run",
+    "POST",
+    access=Access.PUBLIC,
+    response=ScheduleRunOut,
+    summary="Local stage: run a scheduled function now, on the business clock",
+)
+def run_schedule(call: Call, name: str) -> ScheduleRunOut:
+    _local_only("/_local/schedules")
+    run = SCHEDULES.get(name)
+    if run is None:
+        raise NotFound("schedule", name)
+    return ScheduleRunOut(schedule=name, now=get_ports().clock.now(), result=run())

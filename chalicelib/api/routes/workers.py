@@ -1,0 +1,128 @@
+"""The workflow's Lambda functions: one SQS worker per step, and the sweep that resends
+what a lost message owed (DESIGN.md, "Workflow"). Each handler only parses its message and
+calls the step's use case; chalicelib/api/queues.py reports failures back to SQS."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import unquote_plus
+
+from chalice.app import Blueprint, CloudWatchEvent, Rate, SQSEvent
+from pydantic import ValidationError
+
+from chalicelib.adapters.sqs import queue_name
+from chalicelib.api.models import OrderIn
+from chalicelib.api.queues import run_batch, step_refund_id
+from chalicelib.bootstrap import get_ports
+from chalicelib.domain.workflow import WORKFLOW, Step
+from chalicelib.service import orders, payout, refunds, review, workflow
+from chalicelib.service.exceptions import StepRejected
+from chalicelib.service.workflow import DONE, StepOutcome
+
+__all__ = ["blueprint"]
+
+blueprint = Blueprint(__name__)
+
+BOUND_FOR_DLQ = StepOutcome(delete=False)
+
+
+def _guarded(handle: Any) -> Any:
+    """A message that can never succeed goes to the dead-letter queue at once."""
+
+    def run(body: str, received: int) -> StepOutcome:
+        try:
+            outcome: StepOutcome = handle(body, received)
+        except StepRejected:
+            return BOUND_FOR_DLQ
+        return outcome
+
+    return run
+
+
+@blueprint.on_sqs_message(
+    queue=queue_name(Step.AUTO_REVIEW), batch_size=WORKFLOW[Step.AUTO_REVIEW].batch_size
+)
+def auto_review_worker(event: SQSEvent) -> dict[str, Any]:
+    ports = get_ports()
+    return run_batch(
+        event.to_dict(),
+        ports.steps,
+        _guarded(lambda body, n: review.handle_auto_review(ports, step_refund_id(body), n)),
+    )
+
+
+@blueprint.on_sqs_message(
+    queue=queue_name(Step.PAYOUT), batch_size=WORKFLOW[Step.PAYOUT].batch_size
+)
+def payout_worker(event: SQSEvent) -> dict[str, Any]:
+    ports = get_ports()
+    return run_batch(
+        event.to_dict(),
+        ports.steps,
+        _guarded(lambda body, n: payout.handle_payout(ports, step_refund_id(body), n)),
+    )
+
+
+@blueprint.on_sqs_message(
+    queue=queue_name(Step.CONFIRM_PAYOUT), batch_size=WORKFLOW[Step.CONFIRM_PAYOUT].batch_size
+)
+def confirm_payout_worker(event: SQSEvent) -> dict[str, Any]:
+    ports = get_ports()
+    return run_batch(
+        event.to_dict(),
+        ports.steps,
+        _guarded(lambda body, n: payout.handle_confirm_payout(ports, step_refund_id(body), n)),
+    )
+
+
+@blueprint.on_sqs_message(
+    queue=queue_name(Step.VERIFY_EVIDENCE), batch_size=WORKFLOW[Step.VERIFY_EVIDENCE].batch_size
+)
+def verify_evidence_worker(event: SQSEvent) -> dict[str, Any]:
+    """S3 ``ObjectCreated`` notifications of the evidence bucket, through SQS."""
+    ports = get_ports()
+
+    def handle(body: str, received: int) -> StepOutcome:
+        outcome = DONE
+        for refund_id, evidence_id in _uploaded_slots(body):
+            done = refunds.handle_upload(ports, refund_id, evidence_id, received)
+            outcome = outcome if done.delete else done
+        return outcome
+
+    return run_batch(event.to_dict(), ports.steps, _guarded(handle))
+
+
+def _uploaded_slots(body: str) -> list[tuple[str, str]]:
+    """(refund id, evidence id) of each object created under a slot's key. S3's test event
+    and objects under any other key are skipped: they never count."""
+    try:
+        notification = json.loads(body)
+        records = notification.get("Records", [])
+        keys = [unquote_plus(record["s3"]["object"]["key"]) for record in records]
+    except (ValueError, TypeError, KeyError, AttributeError) as error:
+        raise StepRejected(f"not an S3 notification: {body[:200]!r}") from error
+    return [slot for key in keys if (slot := refunds.parse_evidence_key(key))]
+
+
+@blueprint.on_sqs_message(
+    queue=queue_name(Step.ORDER_EVENTS), batch_size=WORKFLOW[Step.ORDER_EVENTS].batch_size
+)
+def order_events_worker(event: SQSEvent) -> dict[str, Any]:
+    """Orders from the order system's queue: the same payload as PUT /internal/orders."""
+    ports = get_ports()
+
+    def handle(body: str, received: int) -> StepOutcome:
+        try:
+            order = OrderIn.model_validate_json(body).to_order()
+        except ValidationError as error:
+            raise StepRejected(f"not a valid order: {error.error_count()} problems") from error
+        return orders.handle_order_event(ports, order, received)
+
+    return run_batch(event.to_dict(), ports.steps, _guarded(handle))
+
+
+@blueprint.schedule(Rate(1, unit=Rate.MINUTES), name="resume_steps")
+def resume_steps(event: CloudWatchEvent) -> dict[str, int]:
+    """Resend the messages of steps whose refund still awaits them past their due time."""
+    return {"resent": workflow.resume_waiting_steps(get_ports())}
