@@ -6,12 +6,14 @@ import functools
 import threading
 from typing import TYPE_CHECKING, Any
 
+from chalicelib.service.exceptions import NotFound
 from chalicelib.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from chalicelib.adapters.auth import TokenVerifier
     from chalicelib.adapters.channels.simulator import SimulatorControl
-    from chalicelib.service.ports import Clock, Ports
+    from chalicelib.domain.model import PaymentChannel
+    from chalicelib.service.ports import Clock, PaymentGateway, Ports, RefundRepository
 
 __all__ = [
     "build_ports",
@@ -69,9 +71,10 @@ def build_ports(settings: Settings, clock: Clock | None = None) -> Ports:
     bind_models(settings)
     clock = clock or SystemClock()
     ledger = DynamoBalanceLedger(settings.shards, clock)
+    refunds = DynamoRefundRepository(settings.shards)
     return Ports(
         orders=DynamoOrderRepository(),
-        refunds=DynamoRefundRepository(settings.shards),
+        refunds=refunds,
         messages=DynamoMessageLog(),
         evidence=S3EvidenceStore(
             settings.evidence_bucket, lambda: _s3_client(settings), clock.wall_now
@@ -82,7 +85,7 @@ def build_ports(settings: Settings, clock: Clock | None = None) -> Ports:
         steps=SqsStepQueue(lambda: _sqs_client(settings)),
         gateways={
             PaymentChannel.BALANCE: ledger,
-            **build_channel_gateways(settings, clock),
+            **build_channel_gateways(settings, clock, refunds),
         },
         ledger=ledger,
         config=ServiceConfig(
@@ -94,12 +97,15 @@ def build_ports(settings: Settings, clock: Clock | None = None) -> Ports:
     )
 
 
-def build_channel_gateways(settings: Settings, clock: Clock) -> dict[Any, Any]:
+def build_channel_gateways(
+    settings: Settings, clock: Clock, refunds: RefundRepository
+) -> dict[PaymentChannel, PaymentGateway]:
     """Alipay and WeChat Pay: the local stage's simulator, or the channels themselves."""
-    from chalicelib.adapters.channels.simulator import SimulatorGateway
     from chalicelib.domain.model import PaymentChannel
 
     if settings.is_local:
+        from chalicelib.adapters.channels.simulator import SimulatorGateway
+
         if not (settings.channel_simulator_url and settings.channel_secret):
             raise RuntimeError("REFUNDS_CHANNEL_SIMULATOR_URL is not set (the local stack sets it)")
         return {
@@ -111,7 +117,40 @@ def build_channel_gateways(settings: Settings, clock: Clock) -> dict[Any, Any]:
             )
             for channel in (PaymentChannel.ALIPAY, PaymentChannel.WECHAT)
         }
-    raise RuntimeError("deployed payment channels are not configured")
+    from chalicelib.adapters.channels.alipay import AlipayGateway, AlipayTrade
+    from chalicelib.adapters.channels.wechat import WeChatPayGateway
+    from chalicelib.settings import ALIPAY_ENV, WECHAT_ENV
+
+    if settings.alipay is None or settings.wechat is None:
+        raise RuntimeError(
+            "payment channels need " + ", ".join([*ALIPAY_ENV.values(), *WECHAT_ENV.values()])
+        )
+
+    def alipay_trade(refund_id: str) -> AlipayTrade:
+        refund = refunds.get(refund_id)
+        if refund is None:
+            raise NotFound("refund", refund_id)
+        return AlipayTrade(refund.order.order_id, refund.order.channel_trade_no)
+
+    alipay, wechat = settings.alipay, settings.wechat
+    return {
+        PaymentChannel.ALIPAY: AlipayGateway(
+            app_id=alipay["app_id"],
+            app_private_key=alipay["app_private_key"],
+            alipay_public_key=alipay["alipay_public_key"],
+            trade_reference=alipay_trade,
+            wall_clock=clock.wall_now,
+        ),
+        PaymentChannel.WECHAT: WeChatPayGateway(
+            mchid=wechat["mchid"],
+            merchant_serial_no=wechat["merchant_serial_no"],
+            merchant_private_key=wechat["merchant_private_key"],
+            platform_serial_no=wechat["platform_serial_no"],
+            platform_public_key=wechat["platform_public_key"],
+            apiv3_key=wechat["apiv3_key"],
+            wall_clock=clock.wall_now,
+        ),
+    }
 
 
 def build_verifier(settings: Settings) -> TokenVerifier:

@@ -7,11 +7,23 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from chalicelib.domain.workflow import Step
+from chalicelib.domain.workflow import WORKFLOW, Step
 
-__all__ = ["SqsStepQueue", "dead_letter_queue_name", "queue_name", "step_message"]
+__all__ = [
+    "DEAD_LETTER_RETENTION_SECONDS",
+    "VISIBILITY_TIMEOUT_SECONDS",
+    "SqsStepQueue",
+    "dead_letter_queue_name",
+    "queue_attributes",
+    "queue_name",
+    "step_message",
+]
 
 QUEUE_PREFIX = "refunds-"
+VISIBILITY_TIMEOUT_SECONDS = 150
+"""Six times the function's timeout (25 s), as AWS advises for a Lambda event source: a
+message in flight is never shown to a second worker while the first may still run."""
+DEAD_LETTER_RETENTION_SECONDS = 14 * 24 * 3600
 
 
 def queue_name(step: Step) -> str:
@@ -22,6 +34,19 @@ def queue_name(step: Step) -> str:
 
 def dead_letter_queue_name(step: Step) -> str:
     return f"{queue_name(step)}-dlq"
+
+
+def queue_attributes(step: Step, dead_letter_arn: str) -> dict[str, str]:
+    """A step queue's attributes: its redrive after the step's last attempt (the workflow
+    table's ``max_attempts``), as the packaged template declares them too."""
+    redrive = {
+        "deadLetterTargetArn": dead_letter_arn,
+        "maxReceiveCount": WORKFLOW[step].retry.max_attempts,
+    }
+    return {
+        "VisibilityTimeout": str(VISIBILITY_TIMEOUT_SECONDS),
+        "RedrivePolicy": json.dumps(redrive),
+    }
 
 
 def step_message(step: Step, refund_id: str) -> str:

@@ -36,6 +36,7 @@ def main() -> int:
     ttl = TOKEN_HOURS * 3600
     tokens = {f"user {user}": mint_token(secret, user, ttl_seconds=ttl) for user in DEMO_USERS}
     tokens["cs-agent agent-1"] = mint_token(secret, "agent-1", ["cs-agent"], ttl_seconds=ttl)
+    tokens["cs-senior senior-1"] = mint_token(secret, "senior-1", ["cs-senior"], ttl_seconds=ttl)
     tokens["order-service"] = mint_token(secret, "order-system", ["order-service"], ttl_seconds=ttl)
     lines = [f"  {who}: {token}" for who, token in tokens.items()]
     print(

@@ -28,6 +28,9 @@ from chalice.local import (
     LocalGatewayException,
 )
 
+from .channel_simulator import ChannelSimulator
+from .event_sources import Wakeup, event_source_services
+
 __all__ = ["LocalStack", "StackService", "make_http_service"]
 
 LOCAL_CREDENTIALS = {
@@ -151,16 +154,37 @@ def make_http_service(app: Any, host: str, port: int, stage: str = "local") -> _
     return _HttpService("http-api", _Server((host, port), handler))
 
 
+_WAKING_SQS_TARGETS = frozenset(
+    {
+        "AmazonSQS.SendMessage",
+        "AmazonSQS.SendMessageBatch",
+        "AmazonSQS.ChangeMessageVisibility",
+        "AmazonSQS.ChangeMessageVisibilityBatch",
+    }
+)
+
+
+def _may_queue_a_message(environ: dict[str, Any]) -> bool:
+    """A request after which a poller may find a message: an SQS send or visibility change,
+    or an S3 upload (S3 speaks REST, with no X-Amz-Target; its notification lands on a queue
+    inside the upload request). A needless wake costs one empty receive."""
+    target = environ.get("HTTP_X_AMZ_TARGET")
+    if target is not None:
+        return target in _WAKING_SQS_TARGETS
+    return environ.get("REQUEST_METHOD") in ("POST", "PUT")
+
+
 class _Emulator:
     """moto's server, answering one request at a time.
 
     DynamoDB applies each request atomically; moto's backends do not lock, so two conditional
     writes racing in two server threads can both pass their condition (seen: one order booked
     by three refunds in 3 rounds out of 10 with 8 threads). Serialising the requests gives the
-    local stack DynamoDB's guarantee, which E4 rests on.
+    local stack DynamoDB's guarantee, which E4 rests on. After a request that may have queued
+    a message, it wakes the pollers (19 ms from send to handler, instead of an idle tick).
     """
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, wakeup: Wakeup) -> None:
         from moto.moto_server.werkzeug_app import (
             DomainDispatcherApplication,
             MotoRequestHandler,
@@ -173,7 +197,10 @@ class _Emulator:
 
         def one_at_a_time(environ: dict[str, Any], start_response: Any) -> Any:
             with lock:
-                return backend(environ, start_response)
+                answer = backend(environ, start_response)
+            if _may_queue_a_message(environ):
+                wakeup.ring()
+            return answer
 
         self.server = make_server(
             host, port, one_at_a_time, threaded=True, request_handler=MotoRequestHandler
@@ -208,6 +235,7 @@ class LocalStack:
     aws_endpoint: str = ""
     api_url: str = ""
     _moto: _Emulator | None = None
+    _wakeup: Wakeup = field(default_factory=Wakeup)
 
     def start(self) -> None:
         """Start everything, or, if any part fails (a port in use), stop what had started."""
@@ -219,7 +247,7 @@ class LocalStack:
 
     def _start(self) -> None:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
-        self._moto = _Emulator(self.host, self.moto_port)
+        self._moto = _Emulator(self.host, self.moto_port, self._wakeup)
         self._moto.start()
         self.aws_endpoint = self._moto.url
         for name, value in LOCAL_CREDENTIALS.items():
@@ -229,7 +257,17 @@ class LocalStack:
 
         from chalicelib import bootstrap
         from chalicelib.adapters.dynamodb import create_tables
-        from chalicelib.settings import Settings
+        from chalicelib.settings import DEFAULT_LOCAL_CHANNEL_SECRET, Settings
+
+        # The simulator binds its port now, so the app can be told where it is.
+        simulator = ChannelSimulator(
+            os.environ.get("REFUNDS_CHANNEL_SECRET", DEFAULT_LOCAL_CHANNEL_SECRET),
+            webhook_base_url=lambda: self.api_url,
+            business_clock=lambda: bootstrap.get_ports().clock.now(),
+            host=self.host,
+        )
+        self.services.insert(0, simulator)
+        os.environ["REFUNDS_CHANNEL_SIMULATOR_URL"] = simulator.url
 
         settings = Settings.from_environ()
         ports = bootstrap.build_ports(settings)
@@ -240,6 +278,9 @@ class LocalStack:
         s3.put_bucket_versioning(
             Bucket=settings.evidence_bucket, VersioningConfiguration={"Status": "Enabled"}
         )
+        sqs = ports.steps.client  # type: ignore[attr-defined]
+        _create_step_queues(sqs)
+        _notify_uploads(s3, sqs, settings.evidence_bucket)
         bootstrap.install(ports, bootstrap.build_verifier(settings))
         if self.seed:
             self.seed(ports)
@@ -247,8 +288,8 @@ class LocalStack:
         from app import app
 
         api = make_http_service(app, self.host, self.port)
-        self.services.insert(0, api)
         self.api_url = api.url
+        self.services[0:0] = [api, *event_source_services(app, sqs, self._wakeup)]
         for index, service in enumerate(self.services):
             try:
                 service.start()
@@ -263,3 +304,47 @@ class LocalStack:
         if self._moto:
             self._moto.stop()
             self._moto = None
+
+
+def _create_step_queues(sqs: Any) -> None:
+    """Each step's queue and dead-letter queue, with the packaged template's attributes."""
+    from chalicelib.adapters.sqs import (
+        DEAD_LETTER_RETENTION_SECONDS,
+        dead_letter_queue_name,
+        queue_attributes,
+        queue_name,
+    )
+    from chalicelib.domain.workflow import Step
+
+    for step in Step:
+        dead_letters = sqs.create_queue(
+            QueueName=dead_letter_queue_name(step),
+            Attributes={"MessageRetentionPeriod": str(DEAD_LETTER_RETENTION_SECONDS)},
+        )["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=dead_letters, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+        sqs.create_queue(QueueName=queue_name(step), Attributes=queue_attributes(step, arn))
+
+
+def _notify_uploads(s3: Any, sqs: Any, bucket: str) -> None:
+    """S3 ObjectCreated under ``evidence/`` to the verify-evidence queue, as deployed."""
+    from chalicelib.adapters.sqs import queue_name
+    from chalicelib.domain.workflow import Step
+
+    url = sqs.get_queue_url(QueueName=queue_name(Step.VERIFY_EVIDENCE))["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    s3.put_bucket_notification_configuration(
+        Bucket=bucket,
+        NotificationConfiguration={
+            "QueueConfigurations": [
+                {
+                    "QueueArn": arn,
+                    "Events": ["s3:ObjectCreated:*"],
+                    "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "evidence/"}]}},
+                }
+            ]
+        },
+    )

@@ -1,0 +1,220 @@
+"""Lambda's event sources, played locally: SQS pollers and schedules for ``app.event_sources``.
+
+For each SQS handler, a poller does what Lambda's event source mapping does: it receives up
+to the handler's batch size with ``WaitTimeSeconds=0`` (a long poll would hold the
+emulator's one-at-a-time lock, DESIGN.md field notes), builds the records Lambda would
+(messageId, receiptHandle, body, attributes with ``ApproximateReceiveCount``,
+eventSourceARN), calls the handler as Lambda does, deletes what succeeded, and leaves the
+``batchItemFailures`` to their visibility timeout and the queue's redrive policy. It sleeps
+when idle and is woken when the emulator applies a send, a visibility change or an upload.
+Schedules call their handler with a CloudWatch scheduled event at their rate.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from chalice.app import ScheduledEventConfig, SQSEventConfig
+
+__all__ = ["LambdaContext", "Schedule", "SqsPoller", "Wakeup", "event_source_services"]
+
+log = logging.getLogger("refunds.local")
+
+IDLE_FIRST_SECONDS = 0.05
+IDLE_MAX_SECONDS = 0.5
+FUNCTION_TIMEOUT_MS = 25_000
+
+
+class Wakeup:
+    """Pollers sleep on this; the emulator rings it when a message may be waiting."""
+
+    def __init__(self) -> None:
+        self._events: list[threading.Event] = []
+        self._lock = threading.Lock()
+
+    def subscribe(self) -> threading.Event:
+        event = threading.Event()
+        with self._lock:
+            self._events.append(event)
+        return event
+
+    def ring(self) -> None:
+        with self._lock:
+            for event in self._events:
+                event.set()
+
+
+@dataclass
+class LambdaContext:
+    """The parts of Lambda's context object that handlers and Powertools read."""
+
+    function_name: str
+    aws_request_id: str
+    started: float
+    memory_limit_in_mb: int = 512
+    invoked_function_arn: str = ""
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, FUNCTION_TIMEOUT_MS - int((time.monotonic() - self.started) * 1000))
+
+
+class SqsPoller:
+    """Lambda's SQS event source mapping for one handler."""
+
+    def __init__(self, app: Any, source: SQSEventConfig, sqs: Any, wakeup: Wakeup) -> None:
+        self.name = f"sqs:{source.queue}"
+        self._handler = app.handler_map[source.name]
+        self._function = source.name
+        self._batch_size = source.batch_size
+        self._sqs = sqs
+        self._url = sqs.get_queue_url(QueueName=source.queue)["QueueUrl"]
+        self._arn = sqs.get_queue_attributes(QueueUrl=self._url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+        self._region = self._arn.split(":")[3]
+        self._woken = wakeup.subscribe()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._woken.set()
+        if self._thread:
+            self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        idle = IDLE_FIRST_SECONDS
+        while not self._stopping.is_set():
+            try:
+                handled = self.poll_once()
+            except Exception:
+                log.exception("poller failed; polling on", extra={"queue": self.name})
+                handled = 0
+            if handled:
+                idle = IDLE_FIRST_SECONDS
+                continue
+            self._woken.wait(idle)
+            if self._woken.is_set():
+                self._woken.clear()
+                idle = IDLE_FIRST_SECONDS
+            else:
+                idle = min(idle * 2, IDLE_MAX_SECONDS)
+
+    def poll_once(self) -> int:
+        """Receive one batch and hand it to the handler; how many messages it held."""
+        answer = self._sqs.receive_message(
+            QueueUrl=self._url,
+            MaxNumberOfMessages=self._batch_size,
+            WaitTimeSeconds=0,
+            AttributeNames=["All"],
+            MessageAttributeNames=["All"],
+        )
+        messages = answer.get("Messages", [])
+        if not messages:
+            return 0
+        event = {"Records": [self._record(message) for message in messages]}
+        context = LambdaContext(self._function, str(uuid.uuid4()), time.monotonic())
+        try:
+            result = self._handler(event, context) or {}
+            failed = {item["itemIdentifier"] for item in result.get("batchItemFailures", [])}
+        except Exception:
+            # An unhandled error fails the whole batch, as on Lambda.
+            log.exception("handler failed its whole batch", extra={"function": self._function})
+            failed = {message["MessageId"] for message in messages}
+        done = [m for m in messages if m["MessageId"] not in failed]
+        if done:
+            self._sqs.delete_message_batch(
+                QueueUrl=self._url,
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)
+                ],
+            )
+        return len(messages)
+
+    def _record(self, message: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "messageId": message["MessageId"],
+            "receiptHandle": message["ReceiptHandle"],
+            "body": message["Body"],
+            "attributes": message.get("Attributes", {}),
+            "messageAttributes": message.get("MessageAttributes", {}),
+            "md5OfBody": message.get("MD5OfBody", ""),
+            "eventSource": "aws:sqs",
+            "eventSourceARN": self._arn,
+            "awsRegion": self._region,
+        }
+
+
+_RATE = re.compile(r"rate\((\d+) (minute|minutes|hour|hours|day|days)\)")
+_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
+
+
+class Schedule:
+    """An EventBridge schedule: its handler, called with a scheduled event at its rate."""
+
+    def __init__(self, app: Any, source: ScheduledEventConfig) -> None:
+        expression = source.schedule_expression
+        text = expression if isinstance(expression, str) else expression.to_string()
+        match = _RATE.fullmatch(text)
+        if match is None:
+            raise ValueError(f"the local stack runs rate() schedules only, not {text}")
+        self.name = f"schedule:{source.name}"
+        self.every = int(match.group(1)) * _SECONDS[match.group(2).rstrip("s")]
+        self._function = source.name
+        self._handler = app.handler_map[source.name]
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread:
+            self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._stopping.wait(self.every):
+            try:
+                self.fire()
+            except Exception:
+                log.exception("scheduled function failed", extra={"function": self._function})
+
+    def fire(self) -> Any:
+        now = datetime.now(UTC)
+        event = {
+            "version": "0",
+            "id": str(uuid.uuid4()),
+            "detail-type": "Scheduled Event",
+            "source": "aws.events",
+            "account": "123456789012",
+            "time": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "region": "us-east-1",
+            "resources": [f"arn:aws:events:us-east-1:123456789012:rule/{self._function}"],
+            "detail": {},
+        }
+        context = LambdaContext(self._function, str(uuid.uuid4()), time.monotonic())
+        return self._handler(event, context)
+
+
+def event_source_services(app: Any, sqs: Any, wakeup: Wakeup) -> list[SqsPoller | Schedule]:
+    """A poller for every SQS handler and a timer for every schedule of ``app``."""
+    services: list[SqsPoller | Schedule] = []
+    for source in app.event_sources:
+        if isinstance(source, SQSEventConfig):
+            services.append(SqsPoller(app, source, sqs, wakeup))
+        elif isinstance(source, ScheduledEventConfig):
+            services.append(Schedule(app, source))
+    return services
