@@ -23,7 +23,7 @@ import copy
 import hashlib
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -76,6 +76,7 @@ __all__ = [
     "FakeStepQueue",
     "PresignRequest",
     "SequentialIds",
+    "StepDriver",
     "make_ports",
     "sample_order",
     "sample_refund",
@@ -784,3 +785,44 @@ def sample_refund(refund_id: str, now: datetime = NOW, **overrides: Any) -> Refu
     }
     fields.update(overrides)
     return Refund(**fields)
+
+
+@dataclass
+class StepDriver:
+    """Plays SQS and Lambda for the step queues over the fakes: each sent message is handed
+    to its step's handler, handed again after its backoff (the clocks move by it) while the
+    handler says so, and kept in ``dead_letters`` when it is bound for the dead-letter queue."""
+
+    ports: Ports
+    dead_letters: list[SentStep] = field(default_factory=list)
+    deliveries: Counter[Step] = field(default_factory=Counter)
+
+    def run(self, rounds: int = 20) -> None:
+        from chalicelib.service import payout, review
+
+        handlers = {
+            Step.AUTO_REVIEW: review.handle_auto_review,
+            Step.PAYOUT: payout.handle_payout,
+            Step.CONFIRM_PAYOUT: payout.handle_confirm_payout,
+        }
+        queue = self.ports.steps
+        assert isinstance(queue, FakeStepQueue)
+        for _ in range(rounds):
+            sent = queue.take()
+            if not sent:
+                return
+            for message in sent:
+                received = 0
+                while True:
+                    received += 1
+                    self.deliveries[message.step] += 1
+                    outcome = handlers[message.step](self.ports, message.refund_id, received)
+                    if outcome.delete:
+                        break
+                    if not outcome.visible_in:
+                        self.dead_letters.append(message)
+                        break
+                    clock = self.ports.clock
+                    assert isinstance(clock, FakeClock)
+                    clock.advance(outcome.visible_in)
+        raise AssertionError(f"steps still sent after {rounds} rounds")

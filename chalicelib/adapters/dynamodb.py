@@ -536,7 +536,7 @@ class DynamoRefundRepository:
         condition: Condition | None = rank > after if after else None
         if escalated_only:
             # Rank starts with 2 - level: levels 1 and 2 sort before "2".
-            condition = rank.between(after or "", "1~")
+            condition = rank.between(after, "1~") if after else rank < "2"
         shards = []
         for shard in range(self._shards):
             results = RefundModel.by_status_queue.query(

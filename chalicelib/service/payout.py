@@ -104,7 +104,15 @@ def retry_payout(ports: Ports, agent: Agent, command: RetryPayout) -> Refund:
             if known is not None and known.state is PayoutState.PROCESSING:
                 raise Conflict(f"{refund.channel} is still processing this payout; retry later")
             if known is not None and known.state is PayoutState.SUCCESS:
-                _mark_paid(ports, refund, known, actor=agent.user_id, step=None)
+                record(
+                    refund,
+                    Action.RETRY_PAYOUT,
+                    actor=agent.user_id,
+                    at=ports.clock.now(),
+                    to=RefundStatus.PAYING,
+                    note=f"{refund.channel.value} had paid it already",
+                )
+                _mark_paid(ports, refund, known, actor=SYSTEM, step=None)
                 ports.refunds.save(refund)
                 return refund
         record(

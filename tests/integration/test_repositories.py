@@ -90,6 +90,7 @@ class Backend:
 
 WRITE_OPERATIONS = {
     "upsert": "UpdateItem",
+    "reserve": "UpdateItem",
     "book_refund": "UpdateItem",
     "settle_refund": "UpdateItem",
     "add": "PutItem",
@@ -502,6 +503,109 @@ def test_an_existing_refund_cannot_be_abandoned(backend: Backend) -> None:
     backend.refunds.add(sample_refund(rid(1), T0))
     assert backend.refunds.abandon(rid(1), T0) is False
     assert backend.refunds.get(rid(1)) is not None
+
+
+# --- review and payout: reservation, queue, overdue steps, per-user count ------------------
+
+
+def test_reserve_sets_the_approved_amount_within_what_was_paid_E4(backend: Backend) -> None:
+    backend.orders.upsert(sample_order(T0))
+    backend.orders.book_refund("o-1001", rid(1), 6000, OrderBooking(), T0)
+    backend.orders.settle_refund("o-1001", rid(1), 6000, paid_limit=10000)
+    backend.orders.book_refund("o-1001", rid(2), 4000, OrderBooking(6000), T0)
+    with pytest.raises(RefundTotalExceeded):
+        backend.orders.reserve("o-1001", rid(2), 4001, paid_limit=10000)
+    with pytest.raises(RefundTotalExceeded):
+        backend.orders.reserve("o-1001", rid(3), 100, paid_limit=10000)  # not the open refund
+    backend.lose_answer_next("orders", "reserve")
+    backend.orders.reserve("o-1001", rid(2), 3500, paid_limit=10000)
+    assert stored_order(backend).booking == OrderBooking(6000, rid(2), 3500)
+
+
+def _queued(backend: Backend, n: int, status: RefundStatus, **fields: Any) -> Refund:
+    refund = sample_refund(rid(n), T0, status=status, **fields)
+    backend.refunds.add(refund)
+    return refund
+
+
+def test_the_cs_queue_is_escalated_first_then_earliest_due_then_id(backend: Backend) -> None:
+    # GIVEN pending refunds with and without escalation and due times, and one other status
+    due = T0 + timedelta(days=3)
+    _queued(backend, 1, S.PENDING_REVIEW, review_due_at=due)
+    _queued(backend, 2, S.PENDING_REVIEW, review_due_at=due - timedelta(hours=1))
+    _queued(backend, 3, S.PENDING_REVIEW)
+    _queued(backend, 4, S.PENDING_REVIEW, review_due_at=due, escalation_level=1)
+    _queued(backend, 5, S.PENDING_REVIEW, review_due_at=due + timedelta(days=1), escalation_level=2)
+    _queued(backend, 6, S.APPROVED, review_due_at=due)
+    # WHEN the queue is read two at a time
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = backend.refunds.list_queue(S.PENDING_REVIEW, False, 2, cursor)
+        seen += [r.refund_id for r in page.items]
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    # THEN level 2, level 1, then earliest due, none last, ties by id; each once
+    assert seen == [rid(5), rid(4), rid(2), rid(1), rid(3)]
+    escalated = backend.refunds.list_queue(S.PENDING_REVIEW, True, 10, None)
+    assert [r.refund_id for r in escalated.items] == [rid(5), rid(4)]
+    assert escalated.next_cursor is None
+
+
+def test_refunds_awaiting_a_step_are_found_once_overdue(backend: Backend) -> None:
+    from chalicelib.domain.workflow import Step
+
+    _queued(backend, 1, S.SUBMITTED, awaiting_step=Step.AUTO_REVIEW, step_due_at=T0)
+    _queued(
+        backend,
+        2,
+        S.APPROVED,
+        awaiting_step=Step.PAYOUT,
+        step_due_at=T0 + timedelta(minutes=5),
+    )
+    _queued(backend, 3, S.PENDING_REVIEW)
+    assert [r.refund_id for r in backend.refunds.list_awaiting_steps(T0, 10)] == [rid(1)]
+    later = backend.refunds.list_awaiting_steps(T0 + timedelta(minutes=5), 10)
+    assert sorted(r.refund_id for r in later) == [rid(1), rid(2)]
+    # A refund that no longer awaits its step leaves the index.
+    refund = backend.refunds.get(rid(1))
+    assert refund is not None
+    refund.awaiting_step, refund.step_due_at = None, None
+    backend.refunds.save(refund)
+    assert [r.refund_id for r in backend.refunds.list_awaiting_steps(T0, 10)] == []
+
+
+def test_a_users_refunds_are_counted_since_a_time(backend: Backend) -> None:
+    ids = SequentialIds(FakeClock(T0 - timedelta(days=40)))
+    old = ids.new_id("rf_")
+    backend.refunds.add(sample_refund(old, T0 - timedelta(days=40)))
+    clock = FakeClock(T0)
+    ids = SequentialIds(clock)
+    for _ in range(3):
+        backend.refunds.add(sample_refund(ids.new_id("rf_"), T0))
+    backend.refunds.add(sample_refund(ids.new_id("rf_"), T0, order=sample_order(T0, user_id="u-2")))
+    assert backend.refunds.count_for_user_since("u-1", T0 - timedelta(days=30)) == 3
+    assert backend.refunds.count_for_user_since("u-1", T0 - timedelta(days=50)) == 4
+
+
+def test_the_balance_credits_once_per_refund_and_lists_the_day_on_moto(moto_ports: Ports) -> None:
+    from chalicelib.domain.model import PaymentChannel
+    from chalicelib.service.ports import PayoutRequest, PayoutState
+
+    _empty_tables()
+    ledger = moto_ports.gateways[PaymentChannel.BALANCE]
+    request = PayoutRequest(rid(1), "o-1001", None, 8800, 10000, "invalid_code", user_id="u-1")
+    first = ledger.pay(request)
+    again = ledger.pay(replace(request, amount=1))  # the same refund number never pays twice
+    assert (first.state, first.amount) == (PayoutState.SUCCESS, 8800)
+    assert (again.state, again.amount) == (PayoutState.SUCCESS, 8800)
+    assert ledger.query(rid(2)) is None
+    from chalicelib.domain.days import shanghai_day
+
+    day = shanghai_day(moto_ports.clock.now())
+    entries = moto_ports.ledger.statement(day)
+    assert [(e.refund_no, e.amount) for e in entries] == [(rid(1), 8800)]
 
 
 # --- idempotency store ---------------------------------------------------------------------
