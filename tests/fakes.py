@@ -689,7 +689,12 @@ class FakeGateway(_Faults):
         return self.paid.get(refund_id)
 
     def read_notification(self, headers: Any, body: bytes, now: datetime) -> PayoutResult | None:
-        raise NotImplementedError("fakes take PayoutResults directly")
+        """Notifications signed as the local simulator signs them (API.md's scheme)."""
+        from chalicelib.adapters.channels.simulator import SimulatorGateway
+        from chalicelib.settings import DEFAULT_LOCAL_CHANNEL_SECRET
+
+        reader = SimulatorGateway(self.channel, "http://127.0.0.1:9", DEFAULT_LOCAL_CHANNEL_SECRET)
+        return reader.read_notification(headers, body, now)
 
 
 class FakeLedger(FakeGateway):

@@ -31,7 +31,13 @@ from chalice.local import (
 from .channel_simulator import ChannelSimulator
 from .event_sources import Wakeup, event_source_services
 
-__all__ = ["LocalStack", "StackService", "make_http_service"]
+__all__ = [
+    "LocalStack",
+    "StackService",
+    "create_step_queues",
+    "make_http_service",
+    "notify_uploads",
+]
 
 LOCAL_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "local",
@@ -279,8 +285,8 @@ class LocalStack:
             Bucket=settings.evidence_bucket, VersioningConfiguration={"Status": "Enabled"}
         )
         sqs = ports.steps.client  # type: ignore[attr-defined]
-        _create_step_queues(sqs)
-        _notify_uploads(s3, sqs, settings.evidence_bucket)
+        create_step_queues(sqs)
+        notify_uploads(s3, sqs, settings.evidence_bucket)
         bootstrap.install(ports, bootstrap.build_verifier(settings))
         if self.seed:
             self.seed(ports)
@@ -306,7 +312,7 @@ class LocalStack:
             self._moto = None
 
 
-def _create_step_queues(sqs: Any) -> None:
+def create_step_queues(sqs: Any) -> None:
     """Each step's queue and dead-letter queue, with the packaged template's attributes."""
     from chalicelib.adapters.sqs import (
         DEAD_LETTER_RETENTION_SECONDS,
@@ -327,7 +333,7 @@ def _create_step_queues(sqs: Any) -> None:
         sqs.create_queue(QueueName=queue_name(step), Attributes=queue_attributes(step, arn))
 
 
-def _notify_uploads(s3: Any, sqs: Any, bucket: str) -> None:
+def notify_uploads(s3: Any, sqs: Any, bucket: str) -> None:
     """S3 ObjectCreated under ``evidence/`` to the verify-evidence queue, as deployed."""
     from chalicelib.adapters.sqs import queue_name
     from chalicelib.domain.workflow import Step

@@ -60,8 +60,8 @@ class Contract:
         if operation is None:
             return None
         response = operation["responses"].get(str(status))
-        if response is None:
-            return None
+        if response is None or "content" not in response:
+            return None  # undocumented, or no body (204)
         return response["content"]["application/json"]["schema"]
 
     def validator(self, schema: dict[str, Any]) -> Draft202012Validator:

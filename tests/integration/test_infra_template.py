@@ -29,7 +29,12 @@ from chalicelib.adapters.dynamodb import (
     OrderModel,
     RefundModel,
 )
-from chalicelib.adapters.sqs import dead_letter_queue_name, queue_name
+from chalicelib.adapters.sqs import (
+    DEAD_LETTER_RETENTION_SECONDS,
+    dead_letter_queue_name,
+    queue_attributes,
+    queue_name,
+)
 from chalicelib.domain.workflow import WORKFLOW, Step
 from chalicelib.service.refunds import evidence_key, parse_evidence_key
 
@@ -66,7 +71,6 @@ QUEUE_ACTIONS = {
 }
 # AWS: a Lambda event source queue's visibility timeout is at least 6 x the function's timeout.
 VISIBILITY_PER_FUNCTION_TIMEOUT = 6
-DEAD_LETTER_RETENTION_SECONDS = 14 * 24 * 3600
 ALARM_WINDOW_SECONDS = 300
 ALARM_TOPIC = "AlarmTopic"
 ENVELOPE_CODES = {
@@ -319,7 +323,9 @@ def test_evidence_uploads_notify_the_verify_evidence_queue(resources: dict[str, 
         key: value for test in statement["Condition"].values() for key, value in test.items()
     }
     bucket_name = _arn_pattern(bucket["Properties"]["BucketName"])
-    assert _arn_pattern(conditions["aws:SourceArn"]) == f"arn:${{AWS::Partition}}:s3:::{bucket_name}"
+    assert (
+        _arn_pattern(conditions["aws:SourceArn"]) == f"arn:${{AWS::Partition}}:s3:::{bucket_name}"
+    )
     assert conditions["aws:SourceAccount"] == {"Ref": "AWS::AccountId"}
 
 
@@ -331,7 +337,9 @@ def test_there_is_a_queue_and_a_dead_letter_queue_per_step_and_nothing_else(
 ) -> None:
     """GIVEN the workflow's steps WHEN the template is read THEN each step has its two queues."""
     names = {queue_name(step) for step in Step} | {dead_letter_queue_name(step) for step in Step}
-    declared = [q["Properties"]["QueueName"] for q in _of_type(resources, "AWS::SQS::Queue").values()]
+    declared = [
+        q["Properties"]["QueueName"] for q in _of_type(resources, "AWS::SQS::Queue").values()
+    ]
     assert sorted(declared) == sorted(names)
 
 
@@ -341,16 +349,23 @@ def test_step_queue_redrives_to_its_dlq_after_the_steps_last_attempt(
 ) -> None:
     """DESIGN.md, "Workflow": after the step's max attempts the redrive policy moves the message
     to the dead-letter queue (maxReceiveCount = retry.max_attempts); SQS shows a message in
-    flight to no second worker while its function may still run."""
+    flight to no second worker while its function may still run. The local stack creates its
+    queues with the same settings (``queue_attributes``), so both behave alike."""
     queue = resources[_queue_named(queue_name(step), resources)]
     dead_letter = _queue_named(dead_letter_queue_name(step), resources)
     props = queue["Properties"]
     redrive = props["RedrivePolicy"]
-    timeout = chalice_config["stages"]["prod"].get("lambda_timeout", chalice_config["lambda_timeout"])
+    timeout = chalice_config["stages"]["prod"].get(
+        "lambda_timeout", chalice_config["lambda_timeout"]
+    )
+
+    local = queue_attributes(step, "arn:aws:sqs:us-east-1:000000000000:dlq")
 
     assert _get_att(redrive["deadLetterTargetArn"], "Arn") == dead_letter
     assert redrive["maxReceiveCount"] == WORKFLOW[step].retry.max_attempts
+    assert redrive["maxReceiveCount"] == json.loads(local["RedrivePolicy"])["maxReceiveCount"]
     assert props["VisibilityTimeout"] >= VISIBILITY_PER_FUNCTION_TIMEOUT * timeout
+    assert props["VisibilityTimeout"] == int(local["VisibilityTimeout"])
     assert props["SqsManagedSseEnabled"] is True
     dlq_props = resources[dead_letter]["Properties"]
     assert dlq_props["MessageRetentionPeriod"] == DEAD_LETTER_RETENTION_SECONDS
