@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import threading
+from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from chalicelib.service.exceptions import NotFound
@@ -13,7 +15,14 @@ if TYPE_CHECKING:
     from chalicelib.adapters.auth import TokenVerifier
     from chalicelib.adapters.channels.simulator import SimulatorControl
     from chalicelib.domain.model import PaymentChannel
-    from chalicelib.service.ports import Clock, PaymentGateway, Ports, RefundRepository
+    from chalicelib.service.ports import (
+        Clock,
+        PaymentGateway,
+        PayoutRequest,
+        PayoutResult,
+        Ports,
+        RefundRepository,
+    )
 
 __all__ = [
     "build_ports",
@@ -119,12 +128,6 @@ def build_channel_gateways(
         }
     from chalicelib.adapters.channels.alipay import AlipayGateway, AlipayTrade
     from chalicelib.adapters.channels.wechat import WeChatPayGateway
-    from chalicelib.settings import ALIPAY_ENV, WECHAT_ENV
-
-    if settings.alipay is None or settings.wechat is None:
-        raise RuntimeError(
-            "payment channels need " + ", ".join([*ALIPAY_ENV.values(), *WECHAT_ENV.values()])
-        )
 
     def alipay_trade(refund_id: str) -> AlipayTrade:
         refund = refunds.get(refund_id)
@@ -132,24 +135,86 @@ def build_channel_gateways(
             raise NotFound("refund", refund_id)
         return AlipayTrade(refund.order.order_id, refund.order.channel_trade_no)
 
-    alipay, wechat = settings.alipay, settings.wechat
-    return {
-        PaymentChannel.ALIPAY: AlipayGateway(
-            app_id=alipay["app_id"],
-            app_private_key=alipay["app_private_key"],
-            alipay_public_key=alipay["alipay_public_key"],
+    def alipay() -> PaymentGateway:
+        keys = _channel_credentials(settings)["alipay"]
+        return AlipayGateway(
+            app_id=keys["app_id"],
+            app_private_key=keys["app_private_key"],
+            alipay_public_key=keys["alipay_public_key"],
             trade_reference=alipay_trade,
             wall_clock=clock.wall_now,
-        ),
-        PaymentChannel.WECHAT: WeChatPayGateway(
-            mchid=wechat["mchid"],
-            merchant_serial_no=wechat["merchant_serial_no"],
-            merchant_private_key=wechat["merchant_private_key"],
-            platform_serial_no=wechat["platform_serial_no"],
-            platform_public_key=wechat["platform_public_key"],
-            apiv3_key=wechat["apiv3_key"],
+        )
+
+    def wechat() -> PaymentGateway:
+        keys = _channel_credentials(settings)["wechat"]
+        return WeChatPayGateway(
+            mchid=keys["mchid"],
+            merchant_serial_no=keys["merchant_serial_no"],
+            merchant_private_key=keys["merchant_private_key"],
+            platform_serial_no=keys["platform_serial_no"],
+            platform_public_key=keys["platform_public_key"],
+            apiv3_key=keys["apiv3_key"],
             wall_clock=clock.wall_now,
-        ),
+        )
+
+    return {PaymentChannel.ALIPAY: OnFirstUse(alipay), PaymentChannel.WECHAT: OnFirstUse(wechat)}
+
+
+class OnFirstUse:
+    """A payment gateway built when first used: most functions (the API's reads, the
+    check) never pay anyone, and should not fetch the channels' keys at their cold start."""
+
+    def __init__(self, build: Callable[[], PaymentGateway]) -> None:
+        self._build = build
+        self._gateway: PaymentGateway | None = None
+        self._lock = threading.Lock()
+
+    def _get(self) -> PaymentGateway:
+        if self._gateway is None:
+            with self._lock:
+                if self._gateway is None:
+                    self._gateway = self._build()
+        return self._gateway
+
+    def pay(self, request: PayoutRequest) -> PayoutResult:
+        return self._get().pay(request)
+
+    def query(self, refund_id: str) -> PayoutResult | None:
+        return self._get().query(refund_id)
+
+    def read_notification(
+        self, headers: Mapping[str, str], body: bytes, now: datetime
+    ) -> PayoutResult | None:
+        return self._get().read_notification(headers, body, now)
+
+
+@functools.cache
+def _channel_credentials(settings: Settings) -> dict[str, dict[str, str]]:
+    """The channels' keys, from the stage's Secrets Manager secret, read once per process."""
+    import json
+
+    import boto3
+
+    from chalicelib.settings import CHANNEL_CREDENTIALS
+
+    if not settings.channel_credentials_secret:
+        raise RuntimeError("REFUNDS_CHANNEL_CREDENTIALS_SECRET is not set")
+    client = boto3.client(
+        "secretsmanager", region_name=settings.region, endpoint_url=settings.aws_endpoint_url
+    )
+    secret = client.get_secret_value(SecretId=settings.channel_credentials_secret)
+    stored = json.loads(secret["SecretString"])
+    missing = [
+        f"{channel}.{key}"
+        for channel, keys in CHANNEL_CREDENTIALS.items()
+        for key in keys
+        if not stored.get(channel, {}).get(key)
+    ]
+    if missing:
+        raise RuntimeError("the channel credentials secret lacks " + ", ".join(missing))
+    return {
+        channel: {key: stored[channel][key] for key in keys}
+        for channel, keys in CHANNEL_CREDENTIALS.items()
     }
 
 

@@ -16,21 +16,21 @@ LOCAL_STEP_INTERVAL_SCALE = "0.02"
 seconds, not minutes (API.md, local stage)."""
 
 
-ALIPAY_ENV = {
-    "app_id": "REFUNDS_ALIPAY_APP_ID",
-    "app_private_key": "REFUNDS_ALIPAY_APP_PRIVATE_KEY",
-    "alipay_public_key": "REFUNDS_ALIPAY_PUBLIC_KEY",
+CHANNEL_CREDENTIALS = {
+    "alipay": ("app_id", "app_private_key", "alipay_public_key"),
+    "wechat": (
+        "mchid",
+        "merchant_serial_no",
+        "merchant_private_key",
+        "platform_serial_no",
+        "platform_public_key",
+        "apiv3_key",
+    ),
 }
-WECHAT_ENV = {
-    "mchid": "REFUNDS_WECHAT_MCHID",
-    "merchant_serial_no": "REFUNDS_WECHAT_MERCHANT_SERIAL_NO",
-    "merchant_private_key": "REFUNDS_WECHAT_MERCHANT_PRIVATE_KEY",
-    "platform_serial_no": "REFUNDS_WECHAT_PLATFORM_SERIAL_NO",
-    "platform_public_key": "REFUNDS_WECHAT_PLATFORM_PUBLIC_KEY",
-    "apiv3_key": "REFUNDS_WECHAT_APIV3_KEY",
-}
-"""The deployed stages' channel credentials: the keys come from the environment (filled
-from Secrets Manager at deploy time), never from the repository."""
+"""The deployed stages' channel credentials: the JSON secret named by
+REFUNDS_CHANNEL_CREDENTIALS_SECRET holds ``{"alipay": {...}, "wechat": {...}}`` with these
+keys. Read from Secrets Manager on first use, never from the repository or the function's
+environment (anyone who may read a function's configuration reads its environment)."""
 
 
 @dataclass(frozen=True)
@@ -64,10 +64,8 @@ class Settings:
     """The local payment-channel simulator's HMAC secret (API.md)."""
     channel_simulator_url: str | None = None
     """Where the local stage's Alipay and WeChat Pay are simulated."""
-    alipay: dict[str, str] | None = None
-    """Deployed stages: AlipayGateway's credentials (ALIPAY_ENV), or None if incomplete."""
-    wechat: dict[str, str] | None = None
-    """Deployed stages: WeChatPayGateway's credentials (WECHAT_ENV), or None if incomplete."""
+    channel_credentials_secret: str | None = None
+    """Deployed stages: the Secrets Manager secret of the channels' keys."""
 
     @property
     def is_local(self) -> bool:
@@ -105,8 +103,7 @@ class Settings:
                 env.get("REFUNDS_CHANNEL_SECRET", DEFAULT_LOCAL_CHANNEL_SECRET) if local else None
             ),
             channel_simulator_url=env.get("REFUNDS_CHANNEL_SIMULATOR_URL") or None,
-            alipay=_credentials(env, ALIPAY_ENV),
-            wechat=_credentials(env, WECHAT_ENV),
+            channel_credentials_secret=env.get("REFUNDS_CHANNEL_CREDENTIALS_SECRET") or None,
         )
 
     def __post_init__(self) -> None:
@@ -116,11 +113,6 @@ class Settings:
                 f" longer than the function's timeout ({self.function_timeout_seconds} s):"
                 " a create still running when its lease ends would be taken for a dead one"
             )
-
-
-def _credentials(env: dict[str, str], names: dict[str, str]) -> dict[str, str] | None:
-    values = {field: env.get(name, "") for field, name in names.items()}
-    return values if all(values.values()) else None
 
 
 @lru_cache(maxsize=1)

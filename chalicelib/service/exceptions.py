@@ -110,4 +110,4 @@ class StepRetry(ServiceError):
 
 
 class StepRejected(ServiceError):
-    """A step's message can never succeed (malformed): it goes to the dead-letter queue."""
+    """A step's message can never succeed (malformed): no backoff, on to the dead-letter queue."""

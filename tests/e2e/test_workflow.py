@@ -313,6 +313,10 @@ def test_shipped_goods_come_back_and_a_kept_gift_is_deducted(api: Api) -> None:
     assert {"item": "shipping_not_refunded", "amount": -1000} in kept["breakdown"]
     assert {"item": "gift_not_returned", "amount": -500} in kept["breakdown"]
     assert kept["required_evidence"] == ["order_screenshot"]  # F2: physical, not quality
+    # (a quality reason would refund the shipping too, PH1)
+    quality = api.quote(order["order_id"], reason="defective").json()
+    assert quality["amount"] == 30900
+    assert quality["required_evidence"] == ["order_screenshot", "defect_photo"]
 
     # WHEN the user applies saying the gift will come back
     refund = _refund_in_review(
@@ -389,6 +393,29 @@ def test_goods_returned_damaged_for_a_change_of_mind_are_rejected(api: Api) -> N
     time.sleep(0.3)
     assert api.statement("alipay", refund_id) == []
     assert api.statement("balance", refund_id) == []
+
+
+# ---------------------------------------------------------------------- R4: who may claim
+
+
+def test_any_cs_agent_may_claim_a_refund_in_review(api: Api) -> None:
+    # GIVEN a user who opened four refunds this month and left them as drafts
+    for n in range(4):
+        earlier = api.order(f"earlier-{n}")
+        api.put_order(earlier)
+        api.create_refund(earlier["order_id"], "changed_mind", "买错了面值，想退款后重新购买")
+    # AND a fifth refund that passed the automatic check
+    refund = _refund_in_review(
+        api, api.order("fifth"), "invalid_code", ("order_screenshot", "problem_screenshot")
+    )
+
+    # WHEN a cs-agent claims it (neither appealed nor claimed by anyone)
+    claimed = api.decide(refund["refund_id"], "claim", AGENT_1)
+
+    # THEN it is theirs: /admin/... is for cs-agent or cs-senior; only appeals and taking
+    # over another agent's claim are a cs-senior's (API.md, roles; R4)
+    assert claimed.status_code == 200, claimed.text
+    assert claimed.json()["assignee"] == "agent-1"
 
 
 # ---------------------------------------------------------------------- 5: S1, A1
@@ -776,7 +803,7 @@ def test_wechat_pays_asynchronously_after_its_notification(channels: Api) -> Non
 def test_a_forged_or_stale_notification_changes_nothing(channels: Api) -> None:
     api = channels
     # GIVEN a WeChat payout the channel is still processing
-    api.configure_channel("wechat", latency_ms=1500)
+    api.configure_channel("wechat", latency_ms=800)
     order = api.order("webhook", payment_channel="wechat")
     refund = _refund_in_review(
         api, order, "invalid_code", ("order_screenshot", "problem_screenshot")

@@ -607,3 +607,27 @@ def test_every_step_queue_has_a_worker_that_reports_batch_item_failures(
         assert props["BatchSize"] == WORKFLOW[step].batch_size
     dead_letters = {_queue_named(dead_letter_queue_name(step), resources) for step in Step}
     assert not dead_letters & set(polled)
+
+
+def test_the_channels_keys_come_from_one_secret_only_the_functions_may_read(
+    template: dict[str, Any],
+) -> None:
+    resources = template["Resources"]
+    assert resources["ChannelCredentialsSecret"]["Type"] == "AWS::SecretsManager::Secret"
+    assert "SecretString" not in resources["ChannelCredentialsSecret"]["Properties"]
+    env = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert env["REFUNDS_CHANNEL_CREDENTIALS_SECRET"] == {"Ref": "ChannelCredentialsSecret"}
+    statements = [
+        statement
+        for policy in resources["RefundsFunctionRole"]["Properties"]["Policies"]
+        for statement in policy["PolicyDocument"]["Statement"]
+        if any("secretsmanager" in action for action in _actions(statement))
+    ]
+    assert [(_actions(s), s["Resource"]) for s in statements] == [
+        (["secretsmanager:GetSecretValue"], {"Ref": "ChannelCredentialsSecret"})
+    ]
+
+
+def _actions(statement: dict[str, Any]) -> list[str]:
+    action = statement["Action"]
+    return [action] if isinstance(action, str) else list(action)

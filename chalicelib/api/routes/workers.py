@@ -28,7 +28,8 @@ BOUND_FOR_DLQ = StepOutcome(delete=False)
 
 
 def _guarded(handle: Any) -> Any:
-    """A message that can never succeed goes to the dead-letter queue at once."""
+    """A message that can never succeed is redelivered with no backoff, so that it reaches
+    the dead-letter queue after the queue's ``maxReceiveCount`` quick receives."""
 
     def run(body: str, received: int) -> StepOutcome:
         try:
