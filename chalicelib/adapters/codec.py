@@ -135,6 +135,7 @@ def dump_refund(refund: Refund) -> str:
         "assignee": refund.assignee,
         "senior_only": refund.senior_only,
         "appealed": refund.appealed,
+        "channel_may_have_paid": refund.channel_may_have_paid,
         "return_shipment": (
             {
                 "carrier": refund.return_shipment.carrier,
@@ -223,6 +224,7 @@ def load_refund(document: str, version: int) -> Refund:
         assignee=data["assignee"],
         senior_only=data.get("senior_only", False),
         appealed=data.get("appealed", False),
+        channel_may_have_paid=data.get("channel_may_have_paid", False),
         return_shipment=_load_shipment(data.get("return_shipment")),
         awaiting_step=Step(data["awaiting_step"]) if data.get("awaiting_step") else None,
         step_due_at=_parse_time(data.get("step_due_at")),

@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from chalicelib.api.http import logger
 from chalicelib.service.exceptions import StepRejected
 from chalicelib.service.ports import StepQueue
 from chalicelib.service.workflow import StepOutcome
@@ -49,6 +50,12 @@ def run_batch(event: dict[str, Any], queue: StepQueue, handle: RecordHandler) ->
     processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
     result = process_partial_response(
         event=event, record_handler=record_handler, processor=processor
+    )
+    failures = result.get("batchItemFailures", [])
+    records = event.get("Records", [])
+    source = records[0].get("eventSourceARN", "").rsplit(":", 1)[-1] if records else ""
+    logger().info(
+        "batch handled", extra={"queue": source, "records": len(records), "failed": len(failures)}
     )
     return dict(result)
 

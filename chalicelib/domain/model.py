@@ -265,6 +265,9 @@ class Refund:
     appealed: bool = False
     """X3: a rejected refund can be appealed once."""
     return_shipment: ReturnShipment | None = None
+    channel_may_have_paid: bool = False
+    """A payout request may have reached ``channel`` (its answer was lost, or it accepted the
+    payout without confirming it): that channel is asked before the money goes another way."""
     evidence: list[Evidence] = field(default_factory=list)
     history: list[HistoryEntry] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)

@@ -16,7 +16,7 @@ from datetime import timedelta
 
 from chalicelib.domain.model import Action, PaymentChannel, PayoutChannel, Refund, RefundStatus
 from chalicelib.domain.transitions import allowed, record
-from chalicelib.domain.workflow import WORKFLOW, Step, finish_step, open_run
+from chalicelib.domain.workflow import WORKFLOW, Step, finish_step
 
 from .changes import get_refund_or_404, on_fresh_state
 from .exceptions import (
@@ -88,8 +88,10 @@ def accept_notification(ports: Ports, result: PayoutResult) -> None:
 def retry_payout(ports: Ports, agent: Agent, command: RetryPayout) -> Refund:
     """P2: a failed payout is sent again, to the original channel or to the balance.
 
-    Switching channels is safe only if the old channel did not pay after all: it is asked
-    first. Paid: the refund is marked paid; still processing: 409, try later.
+    Switching channels is safe only if the old channel did not pay after all: when a request
+    may have reached it, it is asked first. Paid: the refund is marked paid; still processing,
+    or it cannot be asked now: 409, try later. A channel that refused every request never
+    paid, and needs no asking.
     """
 
     def change() -> Refund:
@@ -99,8 +101,14 @@ def retry_payout(ports: Ports, agent: Agent, command: RetryPayout) -> Refund:
             if command.payout_channel is PayoutChannel.BALANCE
             else refund.order.payment_channel
         )
-        if target is not refund.channel:
-            known = _ask(ports.gateways[refund.channel], refund.refund_id)
+        if target is not refund.channel and refund.channel_may_have_paid:
+            try:
+                known = ports.gateways[refund.channel].query(refund.refund_id)
+            except (ChannelUnavailable, ChannelOutcomeUnknown) as failure:
+                raise Conflict(
+                    f"{refund.channel} cannot be asked now whether it paid ({failure});"
+                    " retry later, or retry through it"
+                ) from failure
             if known is not None and known.state is PayoutState.PROCESSING:
                 raise Conflict(f"{refund.channel} is still processing this payout; retry later")
             if known is not None and known.state is PayoutState.SUCCESS:
@@ -123,6 +131,8 @@ def retry_payout(ports: Ports, agent: Agent, command: RetryPayout) -> Refund:
             to=RefundStatus.PAYING,
             note=f"to {target.value}",
         )
+        if target is not refund.channel:
+            refund.channel_may_have_paid = False
         refund.channel = target
         refund.payout_channel = command.payout_channel
         begin_step(ports, refund, Step.PAYOUT)
@@ -146,10 +156,9 @@ def _run_payout(ports: Ports, refund_id: str) -> None:
     if refund.status is not RefundStatus.PAYING or refund.awaiting_step is not Step.PAYOUT:
         return  # paid, failed or waiting on a confirmation already: a duplicate message
     gateway = ports.gateways[refund.channel]
-    run = open_run(refund, Step.PAYOUT)
     # An earlier attempt may have paid and lost its answer: ask before sending again.
-    known = _ask(gateway, refund_id) if run is not None and run.attempts > 0 else None
-    result = known or _pay(gateway, refund)
+    known = _ask(gateway, refund_id) if refund.channel_may_have_paid else None
+    result = known or _pay(ports, gateway, refund)
     _settle(ports, result, step=Step.PAYOUT)
 
 
@@ -175,7 +184,7 @@ def _run_confirm(ports: Ports, refund_id: str) -> None:
     _settle(ports, known, step=Step.CONFIRM_PAYOUT)
 
 
-def _pay(gateway: PaymentGateway, refund: Refund) -> PayoutResult:
+def _pay(ports: Ports, gateway: PaymentGateway, refund: Refund) -> PayoutResult:
     request = PayoutRequest(
         refund_id=refund.refund_id,
         order_id=refund.order_id,
@@ -190,13 +199,26 @@ def _pay(gateway: PaymentGateway, refund: Refund) -> PayoutResult:
     except ChannelUnavailable as refused:
         raise StepRetry(f"channel unavailable: {refused}") from refused
     except ChannelOutcomeUnknown as unknown:
-        # P2: the money may have moved. Ask; pay again (same number) only if nothing is known.
+        # P2: the money may have moved. Say so on the refund first, so that nothing sends it
+        # another way without asking; then ask, and pay again (same number) only if the
+        # channel knows nothing of it.
+        _may_have_paid(ports, refund.refund_id)
         found = _ask(gateway, refund.refund_id)
         if found is None:
             raise StepRetry(
                 f"the channel's answer was lost ({unknown}) and it knows no such refund yet"
             ) from unknown
         return found
+
+
+def _may_have_paid(ports: Ports, refund_id: str) -> None:
+    def change() -> None:
+        refund = get_refund_or_404(ports, refund_id)
+        if not refund.channel_may_have_paid:
+            refund.channel_may_have_paid = True
+            ports.refunds.save(refund)
+
+    on_fresh_state(change)
 
 
 def _ask(gateway: PaymentGateway, refund_id: str) -> PayoutResult | None:
@@ -236,6 +258,7 @@ def _settle(ports: Ports, result: PayoutResult, step: Step | None) -> None:
                     attempted=awaited is step,
                 )
         elif step is Step.PAYOUT:
+            refund.channel_may_have_paid = True
             finish_step(refund, Step.PAYOUT, at=now)
             first = WORKFLOW[Step.CONFIRM_PAYOUT].retry.interval(
                 1, ports.config.step_interval_scale

@@ -137,6 +137,16 @@ def _record_failure(
         ports.refunds.save(refund)
         return StepOutcome(delete=False)
     outcome = _backoff(ports, step, failed)
+    log.warning(
+        "step attempt failed; it runs again",
+        extra={
+            "step": step.value,
+            "refund_id": refund_id,
+            "attempt": failed,
+            "retry_in_s": outcome.visible_in.total_seconds(),
+            "error": error,
+        },
+    )
     grace = timedelta(seconds=ports.config.step_grace_seconds)
     attempt_failed(
         refund,

@@ -494,24 +494,42 @@ def test_a_channel_that_always_fails_ends_in_payout_failed_then_the_balance_pays
     assert (refund.status, refund.channel) == (S.PAID, PaymentChannel.BALANCE)
     assert [p.refund_id for p in balance(ports).payouts] == [refund_id]
     assert alipay(ports).payouts == []
+    # (a channel that refused every request never paid: it was not asked)
+    assert alipay(ports).calls["query"] == 0
 
 
-def test_switching_channels_first_asks_the_old_one_P2(ports: Ports, steps: StepDriver) -> None:
-    # GIVEN a payout that failed although the channel, it turns out, paid it
-    alipay(ports).answers = [ChannelUnavailable("down")] * 10
+def test_switching_channels_first_asks_the_old_one_when_it_may_have_paid_P2(
+    ports: Ports, steps: StepDriver
+) -> None:
+    # GIVEN the channel paid but the answer was lost, and it cannot be asked for a while
+    gateway = alipay(ports)
+    gateway.answers = [ChannelOutcomeUnknown("read timeout")]
+    reachable = {"now": False}
+    ask = gateway.query
+
+    def query(refund_id: str) -> Any:
+        if not reachable["now"]:
+            raise ChannelUnavailable("busy")
+        return ask(refund_id)
+
+    object.__setattr__(gateway, "query", query)
     refund_id = approved(ports, steps)
     steps.run()
-    request = alipay(ports).payouts
-    assert request == []
-    alipay(ports).paid[refund_id] = payout.PayoutResult(refund_id, PayoutState.SUCCESS, 10000)
-    # WHEN customer service switches it to the balance
-    payout.retry_payout(ports, AGENT, payout.RetryPayout(refund_id, PayoutChannel.BALANCE))
+    assert stored(ports, refund_id).status is S.PAYOUT_FAILED
+    assert len(gateway.payouts) == 1
+    # WHEN customer service switches it to the balance while the channel cannot be asked
+    to_balance = payout.RetryPayout(refund_id, PayoutChannel.BALANCE)
+    with pytest.raises(Conflict, match="cannot be asked"):
+        payout.retry_payout(ports, AGENT, to_balance)
+    # AND once it can: it is marked paid from the channel's payout, the balance pays nothing
+    reachable["now"] = True
+    payout.retry_payout(ports, AGENT, to_balance)
     steps.run()
-    # THEN it is marked paid from the old channel's payout, and the balance pays nothing
     refund = stored(ports, refund_id)
     assert refund.status is S.PAID
     assert actions(refund)[-2:] == ["retry_payout", "paid"]
     assert balance(ports).payouts == []
+    assert len(gateway.payouts) == 1
 
 
 def test_an_accepted_payout_is_confirmed_by_query_or_notification_once(
