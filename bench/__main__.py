@@ -4,7 +4,9 @@ Prints, for POST /refunds and GET /refunds/{id}: p50 and p95 latency over HTTP (
 AWS calls per request, and the median split of the server's time between the project's own
 code and waiting on AWS. The floors are bare Chalice routes doing one DynamoDB GetItem or
 PutItem, served by the same local server against the same moto server. Then the same routes
-with 10,000 refunds stored instead of 100, and `import app` beside `import boto3`.
+with 10,000 refunds stored instead of 100, and `import app` beside `import boto3`. Between the
+two, the full lifecycle of refunds from create to paid (bench/lifecycle.py), while the table
+is still small: moto's Query, which the automatic check makes, walks the whole table.
 """
 
 from __future__ import annotations
@@ -28,12 +30,17 @@ from chalice.app import Chalice, Request, Response
 from infra.local.stack import LocalStack, make_http_service
 from infra.local.tokens import LOCAL_DEFAULT_SECRET, mint_token
 
+from .lifecycle import CallTally, LifecycleRun, print_lifecycle, run_lifecycles, seed_orders
+
 USER = "u-bench"
 SAMPLES = 300
 WARMUP = 20
 SMALL_STORE = 100
 LARGE_STORE = 10_000
 IMPORT_RUNS = 7
+LIFECYCLE_REFUNDS = 200
+CONCURRENT_CLIENTS = 3
+CONCURRENT_REFUNDS = 90
 
 
 @dataclass
@@ -314,6 +321,15 @@ def _print_table(pairs: list[tuple[Figures, Figures]]) -> None:
         )
 
 
+def _lifecycles(api: str, tally: CallTally) -> list[LifecycleRun]:
+    """The lifecycle by one client, then by a few at once, each refund on its own order."""
+    orders = seed_orders(api, "life", LIFECYCLE_REFUNDS + CONCURRENT_REFUNDS)
+    return [
+        run_lifecycles(api, tally, orders[:LIFECYCLE_REFUNDS], 1, "one"),
+        run_lifecycles(api, tally, orders[LIFECYCLE_REFUNDS:], CONCURRENT_CLIENTS, "few"),
+    ]
+
+
 def main() -> int:
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
     from app import app
@@ -322,31 +338,41 @@ def main() -> int:
 
     stack = LocalStack(port=_free_port())
     meter = Meter()
+    tally = CallTally()
     app.register_middleware(meter.middleware, "http")
+    tally.instrument(app)
     stack.start()
     phases: list[list[tuple[Figures, Figures]]] = []
     try:
         ports = bootstrap.get_ports()
-        for model in MODELS:
-            meter.watch(model._get_connection().connection.client)
-        meter.watch(ports.evidence.client)  # type: ignore[attr-defined]
+        clients = [model._get_connection().connection.client for model in MODELS]
+        clients += [ports.evidence.client, ports.steps.client]  # type: ignore[attr-defined]
+        for client in clients:
+            meter.watch(client)
+            tally.watch(client)
         token = mint_token(LOCAL_DEFAULT_SECRET, USER)
         headers = {"Authorization": "Bearer " + token}
         needed = SAMPLES + WARMUP
         with _serving(_floor_app(stack.aws_endpoint, "bench-floor")) as floor_url:
-            orders, refunds = _seed(ports, needed, SMALL_STORE, "small")
-            for stored in (SMALL_STORE, LARGE_STORE):
-                if stored > len(refunds):
-                    orders, _ = _seed(ports, needed, 0, "large")
-                    _, more = _seed(ports, 0, stored - len(refunds) - needed, "filler")
-                    refunds = [*refunds, *more]
-                label = f"{stored} stored"
+
+            def measure(stored: int, orders: list[str], refunds: list[str]) -> None:
                 ordered = [*orders[WARMUP:], *orders[:WARMUP]]
+                label = f"{stored} stored"
                 phases.append(
                     _measure_phase(
                         stack.api_url, floor_url, headers, meter, ordered, refunds, label
                     )
                 )
+
+            orders, refunds = _seed(ports, needed, SMALL_STORE, "small")
+            measure(SMALL_STORE, orders, refunds)
+            lifecycle_stored = len(refunds) + needed
+            lifecycles = _lifecycles(stack.api_url, tally)
+            created = needed + sum(len(run.refunds) for run in lifecycles)
+            orders, _ = _seed(ports, needed, 0, "large")
+            _, more = _seed(ports, 0, LARGE_STORE - len(refunds) - created, "filler")
+            refunds = [*refunds, *more]
+            measure(LARGE_STORE, orders, refunds)
         cold_import, cold_get = _cold_get_ms(stack.aws_endpoint, refunds[0], token)
     finally:
         stack.stop()
@@ -363,6 +389,7 @@ def main() -> int:
         f"cold start: import {cold_import:.0f} ms, then the first GET /refunds/{{id}} "
         f"{cold_get:.0f} ms (clients, validators, JWT made on first use)"
     )
+    print_lifecycle(lifecycles, lifecycle_stored)
     return 0
 
 

@@ -16,7 +16,7 @@ import struct
 import threading
 import time
 import zlib
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -85,10 +85,11 @@ class Counts:
     """What one run cost: AWS calls by (caller, operation), and the server's time by caller."""
 
     calls: Counter[tuple[str, str]] = field(default_factory=Counter)
-    failed: Counter[str] = field(default_factory=Counter)
-    aws_seconds: Counter[str] = field(default_factory=Counter)
-    span_seconds: Counter[str] = field(default_factory=Counter)
-    span_aws_seconds: Counter[str] = field(default_factory=Counter)
+    failed: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """Failed conditions (a lost optimistic lock, mostly), by caller and operation."""
+    aws_seconds: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
+    span_seconds: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
+    span_aws_seconds: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
 
     def total(self) -> int:
         """Calls of the app, its workers and the pollers' batches; not the empty receives."""
@@ -175,7 +176,7 @@ class CallTally:
             counts.calls[caller, operation] += 1
             counts.aws_seconds[operation] += elapsed
             if failed:
-                counts.failed[f"{operation} {failed}"] += 1
+                counts.failed[caller, f"{operation} {failed}"] += 1
 
     def _in_span(self, caller: str, work: Callable[[], Any]) -> Any:
         span = self.local.span = _Span(caller)
@@ -210,3 +211,306 @@ def _thread_caller(operation: str, parsed: dict[str, Any]) -> str:
     if name.startswith("schedule:"):
         return SCHEDULE
     return OTHER
+
+
+# --- the clients ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SeededOrder:
+    order_id: str
+    owner: dict[str, str]
+    """The Authorization header of the order's user."""
+
+
+def _bearer(sub: str, *groups: str) -> dict[str, str]:
+    return {"Authorization": "Bearer " + mint_token(LOCAL_DEFAULT_SECRET, sub, groups)}
+
+
+def _utc(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _ok(answer: requests.Response) -> Any:
+    if answer.status_code >= 300:
+        method = answer.request.method if answer.request else "?"
+        raise RuntimeError(f"{method} {answer.url}: {answer.status_code} {answer.text}")
+    return answer.json() if answer.content else None
+
+
+def seed_orders(api: str, tag: str, count: int) -> list[SeededOrder]:
+    """A delivered game card per refund, each of its own user (a sixth refund by one user in
+    30 days would go to a senior, R1), fed in over HTTP as the order system does."""
+    now = datetime.now(UTC)
+    order_service = _bearer("order-system", "order-service")
+    seeded = []
+    with requests.Session() as session:
+        for i in range(count):
+            order_id, user_id = f"o-life-{tag}-{i}", f"u-life-{tag}-{i}"
+            order: dict[str, Any] = {
+                "order_id": order_id,
+                "user_id": user_id,
+                "kind": "virtual",
+                "sku": "steam-100",
+                "title": "Steam 100 点卡",
+                "category": "game-card",
+                "list_price": 10000,
+                "paid_amount": 8800,
+                "payment_channel": "alipay",
+                "channel_trade_no": f"2026{i:012d}",
+                "paid_at": _utc(now - timedelta(days=2)),
+                "refund_deadline": _utc(now + timedelta(days=30)),
+                "status": "delivered",
+            }
+            url = f"{api}/internal/orders/{order_id}"
+            _ok(session.put(url, json=order, headers=order_service, timeout=TIMEOUT))
+            seeded.append(SeededOrder(order_id, _bearer(user_id)))
+    return seeded
+
+
+class Client:
+    """One client at a time of the API: the app's user for their refund, then an agent."""
+
+    def __init__(self, api: str) -> None:
+        self.api = api
+        self.http = requests.Session()
+        self.s3 = requests.Session()
+        self.agent = _bearer(AGENT, "cs-agent")
+        self.uploads = 0
+
+    def close(self) -> None:
+        self.http.close()
+        self.s3.close()
+
+    def lifecycle(self, order: SeededOrder, key: str) -> dict[str, Any]:
+        """One refund from create to paid; the refund as the client reads it once paid."""
+        api, user = self.api, order.owner
+        body: dict[str, Any] = {
+            "order_id": order.order_id,
+            "reason": "invalid_code",
+            "description": DESCRIPTION,
+            "payout_channel": "balance",
+        }
+        headers = {**user, "Idempotency-Key": key}
+        created = _ok(self.http.post(f"{api}/refunds", json=body, headers=headers, timeout=TIMEOUT))
+        refund_id = created["refund_id"]
+        for kind in EVIDENCE_KINDS:
+            self._upload(refund_id, kind, user)
+        _ok(self.http.post(f"{api}/refunds/{refund_id}/submit", headers=user, timeout=TIMEOUT))
+        self._wait(refund_id, user, "pending_review", passing={"submitted"})
+        for decision in ("claim", "approve"):
+            url = f"{api}/admin/refunds/{refund_id}/{decision}"
+            _ok(self.http.post(url, headers=self.agent, timeout=TIMEOUT))
+        return self._wait(refund_id, user, "paid", passing={"approved", "paying"})
+
+    def _upload(self, refund_id: str, kind: str, user: dict[str, str]) -> None:
+        """Open a slot, then post the file to its presigned URL (multipart), as the app does."""
+        slot: dict[str, Any] = {"kind": kind, "content_type": "image/png", "size": len(PNG)}
+        url = f"{self.api}/refunds/{refund_id}/evidence"
+        upload = _ok(self.http.post(url, json=slot, headers=user, timeout=TIMEOUT))["upload"]
+        posted = self.s3.post(
+            upload["url"],
+            data=upload["fields"],
+            files={"file": ("evidence.png", PNG, "image/png")},
+            timeout=TIMEOUT,
+        )
+        _ok(posted)
+        self.uploads += 1
+
+    def _wait(
+        self, refund_id: str, user: dict[str, str], status: str, passing: set[str]
+    ) -> dict[str, Any]:
+        """Poll GET /refunds/{id} until ``status``; any status but ``passing`` is a fault."""
+        deadline = time.monotonic() + STEP_DEADLINE
+        url = f"{self.api}/refunds/{refund_id}"
+        while True:
+            refund: dict[str, Any] = _ok(self.http.get(url, headers=user, timeout=TIMEOUT))
+            if refund["status"] == status:
+                return refund
+            if refund["status"] not in passing or time.monotonic() > deadline:
+                raise RuntimeError(f"{refund_id} is {refund['status']}, awaited {status}")
+            time.sleep(POLL_SECONDS)
+
+
+# --- runs ----------------------------------------------------------------------------------
+
+
+@dataclass
+class LifecycleRun:
+    """Refunds taken through their lifecycle by a number of clients at once."""
+
+    clients: int
+    refunds: list[dict[str, Any]]
+    seconds: float
+    """From the first create to the last refund read paid."""
+    counted_seconds: float
+    """``seconds`` and the settling time after: what the counts cover."""
+    uploads: int
+    cpu_seconds: float
+    """The process's CPU time over ``seconds``: client, API, workers, pollers and moto."""
+    counts: Counts
+
+    @property
+    def per_second(self) -> float:
+        return len(self.refunds) / self.seconds
+
+    def each(self, amount: float) -> float:
+        return amount / len(self.refunds)
+
+    def step_ms(self, start: str, end: str) -> list[float]:
+        """Per refund, from the history entry ``start`` to ``end``: both ``at`` are written by
+        the server (the business clock, the wall clock locally) when it decides the change."""
+        return [_between(refund["history"], start, end) for refund in self.refunds]
+
+
+def _between(history: list[dict[str, Any]], start: str, end: str) -> float:
+    at: dict[str, datetime] = {}
+    for entry in history:
+        at.setdefault(entry["action"], datetime.fromisoformat(entry["at"]))
+    return (at[end] - at[start]).total_seconds() * 1000
+
+
+def run_lifecycles(
+    api: str, tally: CallTally, orders: list[SeededOrder], clients: int, tag: str
+) -> LifecycleRun:
+    """A refund of each order through its whole lifecycle; ``clients`` clients at once, each
+    taking its share of the orders one after another."""
+    shares = [orders[k::clients] for k in range(clients)]
+    drivers = [Client(api) for _ in shares]
+    done: list[list[dict[str, Any]]] = [[] for _ in shares]
+    errors: list[BaseException] = []
+
+    def drive(k: int) -> None:
+        try:
+            for i, order in enumerate(shares[k]):
+                done[k].append(drivers[k].lifecycle(order, f"life-{tag}-{k}-{i}"))
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [
+        threading.Thread(target=drive, args=(k,), name=f"bench-client-{k}") for k in range(clients)
+    ]
+    with tally.counting() as counts:
+        started, cpu = time.perf_counter(), time.process_time()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+        time.sleep(SETTLE_SECONDS)
+        counted = time.perf_counter() - started
+    for driver in drivers:
+        driver.close()
+    if errors:
+        raise errors[0]
+    refunds = [refund for share in done for refund in share]
+    uploads = sum(driver.uploads for driver in drivers)
+    return LifecycleRun(clients, refunds, seconds, counted, uploads, cpu, counts)
+
+
+# --- the figures ---------------------------------------------------------------------------
+
+
+def _p50(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def _p95(values: list[float]) -> float:
+    return statistics.quantiles(values, n=20)[-1]
+
+
+def _own_share(counts: Counts, workers: bool) -> float:
+    callers = [
+        caller
+        for caller in counts.span_seconds
+        if _counted(caller) and caller.startswith("worker ") == workers
+    ]
+    spent = sum(counts.span_seconds[c] for c in callers)
+    waited = sum(counts.span_aws_seconds[c] for c in callers)
+    return (spent - waited) / spent if spent else 0.0
+
+
+def _server_ms(run: LifecycleRun) -> tuple[float, float]:
+    """The server's time per refund (API requests and workers, not the client's reads):
+    (in the project's own code, waiting on AWS)."""
+    counts = run.counts
+    callers = [caller for caller in counts.span_seconds if _counted(caller)]
+    spent = sum(counts.span_seconds[c] for c in callers)
+    waited = sum(counts.span_aws_seconds[c] for c in callers)
+    return run.each(spent - waited) * 1000, run.each(waited) * 1000
+
+
+def print_lifecycle(runs: list[LifecycleRun], stored: int) -> None:
+    first = runs[0]
+    counts = first.counts
+    print()
+    print(
+        f"Lifecycle of {len(first.refunds)} refunds over HTTP, {first.clients} client at a "
+        f"time: create, 2 evidence "
+        f"slots with their uploads, submit, check, claim, approve, paid (balance); "
+        f"{stored} refunds stored before"
+    )
+    print(
+        f"AWS calls per refund: {first.each(counts.total()):.2f} (target: at most "
+        f"{CALL_TARGET}): the API's, the workers' and the pollers' batches received and "
+        f"deleted; not the pollers' empty receives"
+    )
+    _print_operations(first)
+    _print_callers(first)
+    _print_uncounted(first)
+    own, aws = _server_ms(first)
+    print(
+        f"server's time per refund: {own + aws:.1f} ms, {own:.1f} ms of it in the project's own "
+        f"code ({own / (own + aws):.0%}; API requests {_own_share(counts, False):.0%}, workers "
+        f"{_own_share(counts, True):.0%}), the rest waiting on AWS (moto, in this process)"
+    )
+    for run in runs:
+        failed = ", ".join(
+            f"{caller}: {name} {run.each(n):.2f}"
+            for (caller, name), n in sorted(run.counts.failed.items())
+        )
+        print(
+            f"{run.clients} client{'s' if run.clients > 1 else ''} at once: {run.per_second:.2f} "
+            f"refunds per second through the whole lifecycle ({run.each(run.cpu_seconds) * 1000:.0f}"
+            f" ms of the process's CPU each), {run.each(run.counts.total()):.2f} AWS calls per "
+            f"refund; failed conditions per refund: {failed or 'none'}"
+        )
+    print(f"{'step (history timestamps)':<34}{'p50 ms':>8}{'p95 ms':>8}{'target p50':>12}")
+    for run in runs:
+        for name, start, end in (
+            ("submit -> pending_review", "submit", "auto_review"),
+            ("approve -> paid (balance)", "approve", "paid"),
+        ):
+            ms = run.step_ms(start, end)
+            label = f"{name} ({run.clients}c)"
+            print(f"{label:<34}{_p50(ms):>8.1f}{_p95(ms):>8.1f}{'< ' + str(STEP_TARGET_MS):>12}")
+
+
+def _print_operations(run: LifecycleRun) -> None:
+    counts = run.counts
+    print(f"  {'by operation':<50}{'per refund':>11}{'mean ms':>9}")
+    for operation, n in counts.by_operation().most_common():
+        every = sum(m for (_, op), m in counts.calls.items() if op == operation)
+        mean = counts.aws_seconds[operation] / every * 1000
+        print(f"  {operation:<50}{run.each(n):>11.2f}{mean:>9.2f}")
+
+
+def _print_callers(run: LifecycleRun) -> None:
+    print(f"  {'by caller':<50}{'per refund':>11}")
+    for caller, n in sorted(run.counts.by_caller().items()):
+        if _counted(caller):
+            print(f"  {caller:<50}{run.each(n):>11.2f}")
+
+
+def _print_uncounted(run: LifecycleRun) -> None:
+    callers = run.counts.by_caller()
+    empty = callers[EMPTY_RECEIVE]
+    reads = sum(n for caller, n in callers.items() if caller.startswith("GET "))
+    print(
+        f"not in the total: the pollers' empty receives {run.each(empty):.2f} per refund "
+        f"({empty / run.counted_seconds:.1f} a second; Lambda's event source mapping, which AWS "
+        f"does not bill to the function); the client's status polls {run.each(reads):.2f} "
+        f"GetItem per refund (GET /refunds/{{id}} every {POLL_SECONDS * 1000:.0f} ms); its "
+        f"uploads {run.each(run.uploads):.2f} S3 POSTs per refund (presigned, straight to S3); "
+        f"schedules {callers[SCHEDULE]}, other threads {callers[OTHER]} calls in all"
+    )

@@ -62,7 +62,7 @@ def _sqs_client(settings: Settings) -> Any:
 
 def build_ports(settings: Settings, clock: Clock | None = None) -> Ports:
     """The AWS-backed ports of a stage; ``clock`` replaces the system clock (local stage)."""
-    from chalicelib.adapters.clock import SystemClock
+    from chalicelib.adapters.clock import SettableClock, SystemClock
     from chalicelib.adapters.dynamodb import (
         DynamoBalanceLedger,
         DynamoIdempotencyStore,
@@ -71,16 +71,21 @@ def build_ports(settings: Settings, clock: Clock | None = None) -> Ports:
         DynamoRefundRepository,
         bind_models,
     )
+    from chalicelib.adapters.holidays import china_working_day
     from chalicelib.adapters.ids import UlidGenerator
     from chalicelib.adapters.s3_evidence import S3EvidenceStore
     from chalicelib.adapters.sqs import SqsStepQueue
+    from chalicelib.domain.calendar import WorkingCalendar
     from chalicelib.domain.model import PaymentChannel
     from chalicelib.service.ports import Ports, ServiceConfig
 
     bind_models(settings)
-    clock = clock or SystemClock()
+    clock = clock or (SettableClock() if settings.is_local else SystemClock())
     ledger = DynamoBalanceLedger(settings.shards, clock)
-    refunds = DynamoRefundRepository(settings.shards)
+    calendar = WorkingCalendar(
+        china_working_day, holidays=settings.holidays, working_days=settings.working_days
+    )
+    refunds = DynamoRefundRepository(settings.shards, calendar)
     return Ports(
         orders=DynamoOrderRepository(),
         refunds=refunds,
@@ -102,7 +107,9 @@ def build_ports(settings: Settings, clock: Clock | None = None) -> Ports:
             idempotency_keep_hours=settings.idempotency_keep_hours,
             upload_expires_seconds=settings.upload_expires_seconds,
             step_interval_scale=settings.step_interval_scale,
+            abuse_threshold=settings.abuse_threshold,
         ),
+        calendar=calendar,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import date
 from functools import lru_cache
 
 __all__ = ["LOCAL_STAGE", "Settings", "get_settings"]
@@ -64,6 +65,12 @@ class Settings:
     """The local payment-channel simulator's HMAC secret (API.md)."""
     channel_simulator_url: str | None = None
     """Where the local stage's Alipay and WeChat Pay are simulated."""
+    abuse_threshold: int = 10
+    """Submitted refunds by one user in 30 days from which the check routes to a senior."""
+    holidays: frozenset[date] = frozenset()
+    """Configured days off (REFUNDS_EXTRA_HOLIDAYS, ISO dates, comma-separated)."""
+    working_days: frozenset[date] = frozenset()
+    """Configured working days (REFUNDS_EXTRA_WORKING_DAYS), e.g. a year the table lacks."""
     channel_credentials_secret: str | None = None
     """Deployed stages: the Secrets Manager secret of the channels' keys."""
 
@@ -104,6 +111,9 @@ class Settings:
             ),
             channel_simulator_url=env.get("REFUNDS_CHANNEL_SIMULATOR_URL") or None,
             channel_credentials_secret=env.get("REFUNDS_CHANNEL_CREDENTIALS_SECRET") or None,
+            abuse_threshold=int(env.get("REFUNDS_ABUSE_THRESHOLD", "10")),
+            holidays=_dates(env.get("REFUNDS_EXTRA_HOLIDAYS", "")),
+            working_days=_dates(env.get("REFUNDS_EXTRA_WORKING_DAYS", "")),
         )
 
     def __post_init__(self) -> None:
@@ -113,6 +123,10 @@ class Settings:
                 f" longer than the function's timeout ({self.function_timeout_seconds} s):"
                 " a create still running when its lease ends would be taken for a dead one"
             )
+
+
+def _dates(text: str) -> frozenset[date]:
+    return frozenset(date.fromisoformat(part.strip()) for part in text.split(",") if part.strip())
 
 
 @lru_cache(maxsize=1)

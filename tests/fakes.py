@@ -28,6 +28,8 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
+from chalicelib.adapters.holidays import china_working_day
+from chalicelib.domain.calendar import WorkingCalendar
 from chalicelib.domain.days import shanghai_day
 from chalicelib.domain.model import (
     Message,
@@ -41,6 +43,7 @@ from chalicelib.domain.model import (
     Refund,
     RefundStatus,
 )
+from chalicelib.domain.promises import next_escalation, stale_at
 from chalicelib.domain.workflow import Step
 from chalicelib.service.exceptions import (
     ConcurrentChange,
@@ -295,8 +298,9 @@ class FakeOrderRepository(_Faults):
 class FakeRefundRepository(_Faults):
     """Refunds with optimistic versions, their state as created, and the per-user index."""
 
-    def __init__(self) -> None:
+    def __init__(self, calendar: WorkingCalendar | None = None) -> None:
         super().__init__()
+        self._calendar = calendar or WorkingCalendar(china_working_day)
         self._items: dict[str, Refund] = {}
         self._created: dict[str, Refund] = {}
         self._abandoned: set[str] = set()
@@ -395,7 +399,9 @@ class FakeRefundRepository(_Faults):
     def count_for_user_since(self, user_id: str, since: datetime) -> int:
         self._enter("count_for_user_since")
         return sum(
-            1 for r in self._items.values() if r.user_id == user_id and r.created_at >= since
+            1
+            for r in self._items.values()
+            if r.user_id == user_id and r.created_at >= since and r.status is not RefundStatus.DRAFT
         )
 
     def list_queue(
@@ -435,6 +441,20 @@ class FakeRefundRepository(_Faults):
             if r.awaiting_step is not None and r.step_due_at and r.step_due_at <= due_before
         ]
         return [copy.deepcopy(r) for r in sorted(due, key=lambda r: r.step_due_at or NOW)][:limit]
+
+    def list_escalations_due(self, now: datetime, limit: int) -> list[Refund]:
+        self._enter("list_escalations_due")
+        due = [
+            (escalation.at, r)
+            for r in self._items.values()
+            if (escalation := next_escalation(r, self._calendar)) and escalation.at <= now
+        ]
+        return [copy.deepcopy(r) for _, r in sorted(due, key=lambda pair: pair[0])][:limit]
+
+    def list_stale(self, now: datetime, limit: int) -> list[Refund]:
+        self._enter("list_stale")
+        due = [(at, r) for r in self._items.values() if (at := stale_at(r)) and at <= now]
+        return [copy.deepcopy(r) for _, r in sorted(due, key=lambda pair: pair[0])][:limit]
 
     def all(self) -> list[Refund]:
         """Every stored refund (a test's view of the table), oldest first."""
@@ -727,9 +747,10 @@ def make_ports(
     """Ports built from fresh fakes; ``overrides`` replace single ports by name."""
     clock = clock or FakeClock()
     ledger = FakeLedger(clock)
+    calendar = WorkingCalendar(china_working_day)
     parts: dict[str, Any] = {
         "orders": FakeOrderRepository(),
-        "refunds": FakeRefundRepository(),
+        "refunds": FakeRefundRepository(calendar),
         "messages": FakeMessageLog(),
         "evidence": FakeEvidenceStore(),
         "idempotency": FakeIdempotencyStore(),
@@ -743,6 +764,7 @@ def make_ports(
         },
         "ledger": ledger,
         "config": config or ServiceConfig(),
+        "calendar": calendar,
     }
     parts.update(overrides)
     return Ports(**parts)

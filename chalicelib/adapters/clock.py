@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import threading
+from datetime import UTC, datetime, timedelta
 
-__all__ = ["SystemClock"]
+__all__ = ["SettableClock", "SystemClock"]
 
 
 class SystemClock:
@@ -15,3 +16,30 @@ class SystemClock:
 
     def wall_now(self) -> datetime:
         return datetime.now(UTC)
+
+
+class SettableClock(SystemClock):
+    """The local stage's business clock: set or moved on, it keeps ticking from there; the
+    wall clock (token expiry, leases, ids) stays real (API.md, two clocks)."""
+
+    def __init__(self) -> None:
+        self._offset = timedelta(0)
+        self._lock = threading.Lock()
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + self._offset
+
+    def set(self, now: datetime) -> datetime:
+        with self._lock:
+            self._offset = now - datetime.now(UTC)
+        return self.now()
+
+    def advance(self, by: timedelta) -> datetime:
+        with self._lock:
+            self._offset += by
+        return self.now()
+
+    def reset(self) -> datetime:
+        with self._lock:
+            self._offset = timedelta(0)
+        return self.now()

@@ -33,8 +33,10 @@ from pynamodb.expressions.update import Action as UpdateAction
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
+from chalicelib.domain.calendar import WorkingCalendar
 from chalicelib.domain.days import shanghai_day
 from chalicelib.domain.model import Message, Order, OrderBooking, Refund, RefundStatus
+from chalicelib.domain.promises import next_escalation, stale_at
 from chalicelib.service.exceptions import (
     ConcurrentChange,
     Conflict,
@@ -152,6 +154,28 @@ class QueueIndex(GlobalSecondaryIndex["RefundModel"]):
     queue_rank = UnicodeAttribute(range_key=True)
 
 
+class EscalationDueIndex(GlobalSecondaryIndex["RefundModel"]):
+    """Refunds by when they escalate next (X2; sparse: only while a promise runs)."""
+
+    class Meta:
+        index_name = "by_escalation_due"
+        projection = AllProjection()
+
+    escalation_shard = UnicodeAttribute(hash_key=True)
+    escalation_at = UnicodeAttribute(range_key=True)
+
+
+class StaleIndex(GlobalSecondaryIndex["RefundModel"]):
+    """Drafts and needs_info refunds by when they close if left alone (sparse)."""
+
+    class Meta:
+        index_name = "by_stale_due"
+        projection = AllProjection()
+
+    stale_shard = UnicodeAttribute(hash_key=True)
+    stale_at = UnicodeAttribute(range_key=True)
+
+
 class AwaitingStepIndex(GlobalSecondaryIndex["RefundModel"]):
     """Refunds that await a step's message, by when it is overdue (sparse: only those)."""
 
@@ -183,6 +207,10 @@ class RefundModel(Model):
     queue_rank = UnicodeAttribute(null=True)
     step_shard = UnicodeAttribute(null=True)
     step_due = UnicodeAttribute(null=True)
+    escalation_shard = UnicodeAttribute(null=True)
+    escalation_at = UnicodeAttribute(null=True)
+    stale_shard = UnicodeAttribute(null=True)
+    stale_at = UnicodeAttribute(null=True)
     doc = UnicodeAttribute(null=True)
     created_doc = UnicodeAttribute(null=True)
     """The document as the create wrote it, so an idempotent replay answers exactly the same."""
@@ -195,9 +223,15 @@ class RefundModel(Model):
     by_user_status = UserStatusRefundsIndex()
     by_status_queue = QueueIndex()
     by_step_due = AwaitingStepIndex()
+    by_escalation_due = EscalationDueIndex()
+    by_stale_due = StaleIndex()
 
     @classmethod
-    def from_refund(cls, refund: Refund, shards: int) -> RefundModel:
+    def from_refund(
+        cls, refund: Refund, shards: int, calendar: WorkingCalendar | None = None
+    ) -> RefundModel:
+        """The item of ``refund``: its document, and the keys of every index it belongs in,
+        derived from the refund itself on every write, so none can fall out of step."""
         due = refund.review_due_at or refund.payout_due_at
         rank = (str(2 - refund.escalation_level), _utc_text(due) if due else "~", refund.refund_id)
         shard = _shard(refund.refund_id, shards)
@@ -213,6 +247,14 @@ class RefundModel(Model):
             step_due=_utc_text(refund.step_due_at) if awaiting and refund.step_due_at else None,
             doc=dump_refund(refund),
         )
+        escalation = next_escalation(refund, calendar or WorkingCalendar())
+        if escalation is not None:
+            item.escalation_shard = f"escalations#{shard}"
+            item.escalation_at = _utc_text(escalation.at)
+        stale = stale_at(refund)
+        if stale is not None:
+            item.stale_shard = f"stale#{shard}"
+            item.stale_at = _utc_text(stale)
         if refund.version:
             item.version = refund.version
         return item
@@ -435,9 +477,10 @@ def _change_id() -> str:
 
 
 class DynamoRefundRepository:
-    def __init__(self, shards: int = 1) -> None:
+    def __init__(self, shards: int = 1, calendar: WorkingCalendar | None = None) -> None:
         self._shards = shards
-        """How many shards spread the CS queue's and the step sweep's index keys."""
+        """How many shards spread the CS queue's and the sweeps' index keys."""
+        self._calendar = calendar or WorkingCalendar()
 
     def get(self, refund_id: str) -> Refund | None:
         item = _get(RefundModel, refund_id)
@@ -462,7 +505,7 @@ class DynamoRefundRepository:
         return load_refund(item.created_doc, version=1)
 
     def add(self, refund: Refund) -> None:
-        item = RefundModel.from_refund(refund, self._shards)
+        item = RefundModel.from_refund(refund, self._shards, self._calendar)
         item.created_doc = item.doc
         item.change_id = _change_id()
         try:
@@ -480,7 +523,7 @@ class DynamoRefundRepository:
 
     def save(self, refund: Refund) -> None:
         """One UpdateItem, conditional on the version read; ``created_doc`` stays as it was."""
-        item = RefundModel.from_refund(refund, self._shards)
+        item = RefundModel.from_refund(refund, self._shards, self._calendar)
         model = RefundModel
         change_id = _change_id()
         try:
@@ -493,6 +536,10 @@ class DynamoRefundRepository:
                     model.queue_rank.set(item.queue_rank),
                     _set_or_remove(model.step_shard, item.step_shard),
                     _set_or_remove(model.step_due, item.step_due),
+                    _set_or_remove(model.escalation_shard, item.escalation_shard),
+                    _set_or_remove(model.escalation_at, item.escalation_at),
+                    _set_or_remove(model.stale_shard, item.stale_shard),
+                    _set_or_remove(model.stale_at, item.stale_at),
                     model.doc.set(item.doc),
                     model.change_id.set(change_id),
                 ]
@@ -526,7 +573,11 @@ class DynamoRefundRepository:
     def count_for_user_since(self, user_id: str, since: datetime) -> int:
         # Refund ids are time-ordered: every id from ``since`` on sorts after its floor.
         floor = "rf_" + _ulid_floor(since)
-        return RefundModel.by_user.count(user_id, RefundModel.refund_id >= floor)
+        return RefundModel.by_user.count(
+            user_id,
+            RefundModel.refund_id >= floor,
+            filter_condition=RefundModel.status != RefundStatus.DRAFT.value,
+        )
 
     def list_queue(
         self, status: RefundStatus, escalated_only: bool, limit: int, cursor: str | None
@@ -551,17 +602,30 @@ class DynamoRefundRepository:
         return Page(items=items, next_cursor=_encode_cursor(last) if last else None)
 
     def list_awaiting_steps(self, due_before: datetime, limit: int) -> list[Refund]:
-        found: list[Refund] = []
-        for shard in range(self._shards):
-            results = RefundModel.by_step_due.query(
-                f"steps#{shard}",
-                RefundModel.step_due <= _utc_text(due_before),
-                limit=limit - len(found),
-            )
-            found += [refund for item in results if (refund := item.to_refund())]
-            if len(found) >= limit:
-                break
-        return found
+        return _due(
+            RefundModel.by_step_due, "steps", RefundModel.step_due, due_before, self._shards, limit
+        )
+
+    def list_escalations_due(self, now: datetime, limit: int) -> list[Refund]:
+        index, key = RefundModel.by_escalation_due, RefundModel.escalation_at
+        return _due(index, "escalations", key, now, self._shards, limit)
+
+    def list_stale(self, now: datetime, limit: int) -> list[Refund]:
+        return _due(
+            RefundModel.by_stale_due, "stale", RefundModel.stale_at, now, self._shards, limit
+        )
+
+
+def _due(index: Any, prefix: str, key: Any, now: datetime, shards: int, limit: int) -> list[Refund]:
+    """Items of a sparse, sharded "due" index whose time has come: a Query per shard on
+    ``key <= now``, so what is read is what is due, never the table."""
+    found: list[Refund] = []
+    for shard in range(shards):
+        results = index.query(f"{prefix}#{shard}", key <= _utc_text(now), limit=limit - len(found))
+        found += [refund for item in results if (refund := item.to_refund())]
+        if len(found) >= limit:
+            break
+    return found
 
 
 def _set_or_remove(attribute: Any, value: str | None) -> UpdateAction:

@@ -17,6 +17,7 @@ from chalicelib.service.exceptions import (
     IdempotencyKeyReused,
     InvalidInput,
     NotFound,
+    NudgeTooSoon,
     RoleRequired,
 )
 
@@ -132,6 +133,8 @@ def error_answer(error: Exception) -> ErrorAnswer | None:
                 for kind in error.missing
             ]
             return ErrorAnswer(422, envelope("missing_evidence", str(error), "F2", details))
+        case NudgeTooSoon():
+            return ErrorAnswer(429, envelope("too_many_requests", str(error), "X2"))
         case IdempotencyKeyReused():
             return ErrorAnswer(422, envelope("idempotency_key_reused", str(error)))
     return None

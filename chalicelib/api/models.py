@@ -48,6 +48,8 @@ __all__ = [
     "ApproveIn",
     "ChannelSettingsIn",
     "ChannelSettingsOut",
+    "ClockIn",
+    "ClockOut",
     "CreateRefundIn",
     "ErrorOut",
     "EvidenceIn",
@@ -57,6 +59,7 @@ __all__ = [
     "MessageIn",
     "MessageOut",
     "NoContent",
+    "NudgeOut",
     "OpenApiOut",
     "OrderIn",
     "OrderOut",
@@ -616,3 +619,28 @@ class ScheduleRunOut(Out):
     schedule: str
     now: datetime
     result: dict[str, Any]
+
+
+class NudgeOut(Out):
+    escalated: bool
+    review_due_at: datetime | None
+    payout_due_at: datetime | None
+    message: str
+
+
+class ClockIn(Body):
+    """Exactly one of: set the business clock, move it on, or give it back to real time."""
+
+    now: UtcTime | None = None
+    advance_hours: float | None = Field(default=None, ge=-24 * 3650, le=24 * 3650)
+    reset: Literal[True] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ClockIn:
+        if len(self.model_fields_set) != 1:
+            raise ValueError("give exactly one of now, advance_hours, reset")
+        return self
+
+
+class ClockOut(Out):
+    now: datetime

@@ -265,6 +265,8 @@ class Refund:
     appealed: bool = False
     """X3: a rejected refund can be appealed once."""
     return_shipment: ReturnShipment | None = None
+    last_nudged_at: datetime | None = None
+    """When the user last nudged it (X2): another nudge waits 24 hours."""
     channel_may_have_paid: bool = False
     """A payout request may have reached ``channel`` (its answer was lost, or it accepted the
     payout without confirming it): that channel is asked before the money goes another way."""

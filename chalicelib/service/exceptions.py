@@ -11,6 +11,7 @@ __all__ = [
     "IdempotencyKeyReused",
     "InvalidInput",
     "NotFound",
+    "NudgeTooSoon",
     "RefundIdFenced",
     "RefundTotalExceeded",
     "RoleRequired",
@@ -111,3 +112,12 @@ class StepRetry(ServiceError):
 
 class StepRejected(ServiceError):
     """A step's message can never succeed (malformed): no backoff, on to the dead-letter queue."""
+
+
+class NudgeTooSoon(ServiceError):
+    """A second nudge within 24 hours of the last accepted one (429)."""
+
+    def __init__(self, again_at: str) -> None:
+        super().__init__(
+            f"this refund was nudged less than 24 hours ago; nudge again after {again_at}"
+        )

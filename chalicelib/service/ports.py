@@ -8,6 +8,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Protocol
 
+from chalicelib.domain.calendar import WorkingCalendar
 from chalicelib.domain.model import (
     Message,
     Order,
@@ -152,7 +153,8 @@ class RefundRepository(Protocol):
         ...
 
     def count_for_user_since(self, user_id: str, since: datetime) -> int:
-        """How many refunds the user created since ``since`` (abuse signals, R1)."""
+        """How many refunds the user created since ``since`` and submitted (abuse signals,
+        R1): drafts never count."""
         ...
 
     def list_queue(
@@ -165,6 +167,14 @@ class RefundRepository(Protocol):
     def list_awaiting_steps(self, due_before: datetime, limit: int) -> list[Refund]:
         """Refunds whose awaited step is overdue at ``due_before`` (wall clock): their
         message counts as lost. Costs what is overdue, never the table."""
+        ...
+
+    def list_escalations_due(self, now: datetime, limit: int) -> list[Refund]:
+        """Refunds whose next escalation (X2) has come at ``now``; costs what is due."""
+        ...
+
+    def list_stale(self, now: datetime, limit: int) -> list[Refund]:
+        """Drafts and needs_info refunds left alone past their closing time at ``now``."""
         ...
 
 
@@ -362,8 +372,8 @@ class ServiceConfig:
     """Scales the workflow's retry intervals (the local stage shortens them)."""
     step_grace_seconds: int = 120
     """How long past its due time an awaited step's message counts as lost and is resent."""
-    abuse_threshold: int = 5
-    """Refunds by one user in 30 days from which the automatic check routes to a senior."""
+    abuse_threshold: int = 10
+    """Submitted refunds by one user in 30 days from which the check routes to a senior."""
     download_url_seconds: int = 300
     """How long an evidence download URL of the CS console lives (API.md: at most 5 min)."""
 
@@ -384,3 +394,5 @@ class Ports:
     """Each channel's refund API; ``balance`` is the platform's own wallet ledger."""
     ledger: WalletLedger
     config: ServiceConfig = field(default_factory=ServiceConfig)
+    calendar: WorkingCalendar = field(default_factory=WorkingCalendar)
+    """Working days (mainland China); the repository reads the same one for its indexes."""

@@ -21,6 +21,7 @@ from chalicelib.domain.model import (
     ReturnShipment,
 )
 from chalicelib.domain.policy import is_fast_track, missing_evidence, quote
+from chalicelib.domain.promises import start_review_promise
 from chalicelib.domain.transitions import allowed, record
 from chalicelib.domain.workflow import Step, finish_step
 
@@ -302,7 +303,7 @@ def _submit(ports: Ports, command: SubmitRefund) -> Refund:
     )
     for slot in refund.evidence:
         slot.submitted = slot.submitted or slot.uploaded
-    refund.escalation_level = 0
+    start_review_promise(refund, ports.calendar, refund.updated_at)
     begin_step(ports, refund, Step.AUTO_REVIEW)
     ports.refunds.save(refund)
     return refund
@@ -458,7 +459,7 @@ def appeal_refund(ports: Ports, command: Appeal) -> Refund:
         refund.appealed = True
         refund.senior_only = True
         refund.assignee = None
-        refund.escalation_level = 0
+        start_review_promise(refund, ports.calendar, at)
         for slot in refund.evidence:
             slot.submitted = slot.submitted or slot.uploaded
         ports.refunds.save(refund)

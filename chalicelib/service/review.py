@@ -19,6 +19,7 @@ from chalicelib.domain.model import (
     Refund,
     RefundStatus,
 )
+from chalicelib.domain.promises import start_payout_promise
 from chalicelib.domain.review import (
     SENIOR_ROLE,
     approval_amount,
@@ -158,8 +159,7 @@ def _run_auto_review(ports: Ports, refund_id: str) -> None:
             refund.review_due_at = None
         if outcome.to is RefundStatus.APPROVED:
             refund.approved_amount = outcome.approved_amount
-            refund.review_due_at = None
-            refund.escalation_level = 0
+            start_payout_promise(refund, ports.calendar, now)
             begin_step(ports, refund, Step.PAYOUT)
         ports.refunds.save(refund)
         return refund, message
@@ -247,10 +247,13 @@ def approve(ports: Ports, agent: Agent, command: Approve) -> Refund:
             rule="A1" if amount < refund.amount else None,
         )
         refund.approved_amount = amount
-        refund.review_due_at = None
-        refund.escalation_level = 0
         if to is RefundStatus.APPROVED:
+            start_payout_promise(refund, ports.calendar, now)
             begin_step(ports, refund, Step.PAYOUT)
+        else:
+            # The goods come back first (PH1): no clock runs in awaiting_return.
+            refund.review_due_at = None
+            refund.escalation_level = 0
         ports.refunds.save(refund)
         return refund
 
@@ -349,6 +352,7 @@ def return_received(ports: Ports, agent: Agent, command: ReturnReceived) -> Refu
             )
             refund.approved_amount = amount
             refund.gifts_returned = command.gifts_returned
+            start_payout_promise(refund, ports.calendar, now)
             begin_step(ports, refund, Step.PAYOUT)
         ports.refunds.save(refund)
         return refund

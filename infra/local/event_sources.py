@@ -7,7 +7,8 @@ emulator's one-at-a-time lock, DESIGN.md field notes), builds the records Lambda
 eventSourceARN), calls the handler as Lambda does, deletes what succeeded, and leaves the
 ``batchItemFailures`` to their visibility timeout and the queue's redrive policy. It sleeps
 when idle and is woken when the emulator applies a send, a visibility change or an upload.
-Schedules call their handler with a CloudWatch scheduled event at their rate.
+Schedules call their handler with a CloudWatch scheduled event at their rate, its ``time``
+read from the business clock, as a moved clock would make EventBridge's.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from chalice.app import ScheduledEventConfig, SQSEventConfig
@@ -163,7 +165,7 @@ _SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
 class Schedule:
     """An EventBridge schedule: its handler, called with a scheduled event at its rate."""
 
-    def __init__(self, app: Any, source: ScheduledEventConfig) -> None:
+    def __init__(self, app: Any, source: ScheduledEventConfig, now: Callable[[], datetime]) -> None:
         expression = source.schedule_expression
         text = expression if isinstance(expression, str) else expression.to_string()
         match = _RATE.fullmatch(text)
@@ -173,6 +175,7 @@ class Schedule:
         self.every = int(match.group(1)) * _SECONDS[match.group(2).rstrip("s")]
         self._function = source.name
         self._handler = app.handler_map[source.name]
+        self._now = now
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -193,7 +196,7 @@ class Schedule:
                 log.exception("scheduled function failed", extra={"function": self._function})
 
     def fire(self) -> Any:
-        now = datetime.now(UTC)
+        now = self._now()
         event = {
             "version": "0",
             "id": str(uuid.uuid4()),
@@ -209,12 +212,15 @@ class Schedule:
         return self._handler(event, context)
 
 
-def event_source_services(app: Any, sqs: Any, wakeup: Wakeup) -> list[SqsPoller | Schedule]:
-    """A poller for every SQS handler and a timer for every schedule of ``app``."""
+def event_source_services(
+    app: Any, sqs: Any, wakeup: Wakeup, now: Callable[[], datetime]
+) -> list[SqsPoller | Schedule]:
+    """A poller for every SQS handler and a timer for every schedule of ``app``, whose
+    events carry ``now`` (the business clock) as their time."""
     services: list[SqsPoller | Schedule] = []
     for source in app.event_sources:
         if isinstance(source, SQSEventConfig):
             services.append(SqsPoller(app, source, sqs, wakeup))
         elif isinstance(source, ScheduledEventConfig):
-            services.append(Schedule(app, source))
+            services.append(Schedule(app, source, now))
     return services

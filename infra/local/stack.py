@@ -295,7 +295,8 @@ class LocalStack:
 
         api = make_http_service(app, self.host, self.port)
         self.api_url = api.url
-        self.services[0:0] = [api, *event_source_services(app, sqs, self._wakeup)]
+        business_now = ports.clock.now
+        self.services[0:0] = [api, *event_source_services(app, sqs, self._wakeup, business_now)]
         for index, service in enumerate(self.services):
             try:
                 service.start()

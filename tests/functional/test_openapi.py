@@ -31,6 +31,7 @@ ROUTES = {
     ("/refunds/{refund_id}/evidence/{evidence_id}", "delete"),
     ("/refunds/{refund_id}/return-shipment", "post"),
     ("/refunds/{refund_id}/appeal", "post"),
+    ("/refunds/{refund_id}/nudge", "post"),
     ("/admin/refunds", "get"),
     ("/admin/refunds/{refund_id}", "get"),
     ("/admin/refunds/{refund_id}/claim", "post"),
@@ -44,6 +45,7 @@ ROUTES = {
     ("/_local/channels/{channel}", "put"),
     ("/_local/channels/{channel}/statement", "get"),
     ("/_local/schedules/{name}/run", "post"),
+    ("/_local/clock", "post"),
 }
 PUBLIC = {
     ("/health", "get"),
@@ -53,6 +55,7 @@ PUBLIC = {
     ("/_local/channels/{channel}", "put"),
     ("/_local/channels/{channel}/statement", "get"),
     ("/_local/schedules/{name}/run", "post"),
+    ("/_local/clock", "post"),
 }
 DECISION = {200, 400, 401, 403, 404, 409, 413, 415}
 
@@ -86,6 +89,8 @@ STATUSES = {
     ("/_local/channels/{channel}", "put"): {200, 400, 404, 413, 415},
     ("/_local/channels/{channel}/statement", "get"): {200, 400, 404},
     ("/_local/schedules/{name}/run", "post"): {200, 400, 404},
+    ("/_local/clock", "post"): {200, 400, 404, 413, 415},
+    ("/refunds/{refund_id}/nudge", "post"): {200, 400, 401, 404, 409, 429},
 }
 
 

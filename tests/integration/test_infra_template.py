@@ -631,3 +631,24 @@ def test_the_channels_keys_come_from_one_secret_only_the_functions_may_read(
 def _actions(statement: dict[str, Any]) -> list[str]:
     action = statement["Action"]
     return [action] if isinstance(action, str) else list(action)
+
+
+def test_every_schedule_alarms_on_its_errors(
+    resources: dict[str, Any], built: dict[str, Any]
+) -> None:
+    """A scheduled function that fails does so with nobody waiting on it (X2 escalations,
+    stale closings, resent step messages): each has an alarm on its Errors metric."""
+    scheduled = {
+        name
+        for name, function in _of_type(built["Resources"], "AWS::Serverless::Function").items()
+        if any(
+            e.get("Type") == "Schedule" for e in function["Properties"].get("Events", {}).values()
+        )
+    }
+    alarmed = {
+        alarm["Properties"]["Dimensions"][0]["Value"]["Ref"]
+        for alarm in _of_type(resources, "AWS::CloudWatch::Alarm").values()
+        if alarm["Properties"].get("MetricName") == "Errors"
+    }
+    assert scheduled == {"ResumeSteps", "EscalateOverdue", "CloseStale"}
+    assert scheduled <= alarmed

@@ -576,14 +576,15 @@ def test_refunds_awaiting_a_step_are_found_once_overdue(backend: Backend) -> Non
     assert [r.refund_id for r in backend.refunds.list_awaiting_steps(T0, 10)] == []
 
 
-def test_a_users_refunds_are_counted_since_a_time(backend: Backend) -> None:
+def test_a_users_submitted_refunds_are_counted_since_a_time(backend: Backend) -> None:
     ids = SequentialIds(FakeClock(T0 - timedelta(days=40)))
     old = ids.new_id("rf_")
-    backend.refunds.add(sample_refund(old, T0 - timedelta(days=40)))
+    backend.refunds.add(sample_refund(old, T0 - timedelta(days=40), status=S.SUBMITTED))
     clock = FakeClock(T0)
     ids = SequentialIds(clock)
     for _ in range(3):
-        backend.refunds.add(sample_refund(ids.new_id("rf_"), T0))
+        backend.refunds.add(sample_refund(ids.new_id("rf_"), T0, status=S.PENDING_REVIEW))
+    backend.refunds.add(sample_refund(ids.new_id("rf_"), T0))  # a draft never counts
     backend.refunds.add(sample_refund(ids.new_id("rf_"), T0, order=sample_order(T0, user_id="u-2")))
     assert backend.refunds.count_for_user_since("u-1", T0 - timedelta(days=30)) == 3
     assert backend.refunds.count_for_user_since("u-1", T0 - timedelta(days=50)) == 4

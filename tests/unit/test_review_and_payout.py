@@ -199,7 +199,7 @@ def test_the_platform_fault_fast_track_is_approved_and_paid_with_no_person_O2(
 
 
 def test_many_refunds_in_30_days_route_to_a_senior(ports: Ports, steps: StepDriver) -> None:
-    # GIVEN a user with four refunds this month
+    # GIVEN a user with four submitted refunds this month (and a threshold of five)
     small = replace(ServiceConfig(), abuse_threshold=5)
     ports = make_ports(config=small)
     steps = StepDriver(ports)

@@ -4,14 +4,19 @@ them 404, as if they did not exist."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
 
 from chalice.app import Blueprint
 
+from chalicelib.adapters.clock import SettableClock
 from chalicelib.api.http import Access, Call, Router
 from chalicelib.api.models import (
     ChannelSettingsIn,
     ChannelSettingsOut,
+    ClockIn,
+    ClockOut,
     ScheduleRunOut,
     StatementOut,
     StatementQuery,
@@ -19,7 +24,7 @@ from chalicelib.api.models import (
 from chalicelib.bootstrap import get_ports, get_simulator_control, get_verifier
 from chalicelib.domain.days import shanghai_day
 from chalicelib.domain.model import PaymentChannel
-from chalicelib.service import workflow
+from chalicelib.service import promises, workflow
 from chalicelib.service.exceptions import NotFound
 from chalicelib.settings import get_settings
 
@@ -32,8 +37,13 @@ SIMULATED = frozenset({PaymentChannel.ALIPAY.value, PaymentChannel.WECHAT.value}
 STATEMENT_DAYS = 31
 """Without ``?day=``, the balance's statement covers the last 31 days (business clock)."""
 
-SCHEDULES = {"resume-steps": lambda: {"resent": workflow.resume_waiting_steps(get_ports())}}
-"""The scheduled functions that can be run now, by name (chalicelib/api/routes/workers.py)."""
+SCHEDULES: dict[str, Callable[[datetime], dict[str, Any]]] = {
+    "escalate-overdue": lambda now: {"escalated": promises.escalate_overdue(get_ports(), now)},
+    "close-stale": lambda now: {"closed": promises.close_stale(get_ports(), now)},
+    "resume-steps": lambda now: {"resent": workflow.resume_waiting_steps(get_ports())},
+}
+"""The scheduled functions that can be run now, by name, on the business clock
+(chalicelib/api/routes/workers.py runs them at their rates)."""
 
 
 def _local_only(path: str) -> None:
@@ -97,4 +107,29 @@ def run_schedule(call: Call, name: str) -> ScheduleRunOut:
     run = SCHEDULES.get(name)
     if run is None:
         raise NotFound("schedule", name)
-    return ScheduleRunOut(schedule=name, now=get_ports().clock.now(), result=run())
+    now = get_ports().clock.now()
+    return ScheduleRunOut(schedule=name, now=now, result=run(now))
+
+
+@api.route(
+    "/_local/clock",
+    "POST",
+    access=Access.PUBLIC,
+    body=ClockIn,
+    response=ClockOut,
+    errors=(404,),  # in every deployed stage
+    summary="Local stage: set, move on or reset the business clock",
+)
+def set_clock(call: Call) -> ClockOut:
+    _local_only("/_local/clock")
+    clock = get_ports().clock
+    if not isinstance(clock, SettableClock):
+        raise NotFound("route", "/_local/clock")
+    body: ClockIn = call.body
+    if body.now is not None:
+        now = clock.set(body.now)
+    elif body.advance_hours is not None:
+        now = clock.advance(timedelta(hours=body.advance_hours))
+    else:
+        now = clock.reset()
+    return ClockOut(now=now)

@@ -18,6 +18,7 @@ from chalicelib.api.models import (
     MessageIn,
     MessageOut,
     NoContent,
+    NudgeOut,
     QuoteOut,
     QuoteQuery,
     RefundListOut,
@@ -28,7 +29,7 @@ from chalicelib.api.models import (
 from chalicelib.bootstrap import get_ports, get_verifier
 from chalicelib.domain.exceptions import DomainError
 from chalicelib.domain.model import Refund
-from chalicelib.service import orders, refunds
+from chalicelib.service import orders, promises, refunds
 from chalicelib.service.exceptions import ServiceError
 from chalicelib.service.idempotency import Answer, create_refund_once
 
@@ -233,3 +234,14 @@ def appeal(call: Call, refund_id: str) -> RefundOut:
     body: AppealIn = call.body
     command = refunds.Appeal(call.user_id, refund_id, body.statement, tuple(body.evidence_ids))
     return RefundOut.model_validate(refunds.appeal_refund(get_ports(), command))
+
+
+@api.route(
+    "/refunds/{refund_id}/nudge",
+    "POST",
+    response=NudgeOut,
+    errors=(409, 429),
+    summary="Ask where the refund is; escalates it once a promise has passed (X2, X4)",
+)
+def nudge(call: Call, refund_id: str) -> NudgeOut:
+    return NudgeOut.model_validate(promises.nudge(get_ports(), call.user_id, refund_id))

@@ -5,6 +5,7 @@ calls the step's use case; chalicelib/api/queues.py reports failures back to SQS
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -16,7 +17,7 @@ from chalicelib.api.models import OrderIn
 from chalicelib.api.queues import run_batch, step_refund_id
 from chalicelib.bootstrap import get_ports
 from chalicelib.domain.workflow import WORKFLOW, Step
-from chalicelib.service import orders, payout, refunds, review, workflow
+from chalicelib.service import orders, payout, promises, refunds, review, workflow
 from chalicelib.service.exceptions import StepRejected
 from chalicelib.service.workflow import DONE, StepOutcome
 
@@ -121,6 +122,24 @@ def order_events_worker(event: SQSEvent) -> dict[str, Any]:
         return orders.handle_order_event(ports, order, received)
 
     return run_batch(event.to_dict(), ports.steps, _guarded(handle))
+
+
+@blueprint.schedule(Rate(15, unit=Rate.MINUTES), name="escalate_overdue")
+def escalate_overdue(event: CloudWatchEvent) -> dict[str, int]:
+    """X2: escalate the refunds whose promise ran out, at the event's time."""
+    return {"escalated": promises.escalate_overdue(get_ports(), _event_time(event))}
+
+
+@blueprint.schedule(Rate(1, unit=Rate.HOURS), name="close_stale")
+def close_stale(event: CloudWatchEvent) -> dict[str, int]:
+    """Close untouched drafts and unanswered needs_info refunds, at the event's time."""
+    return {"closed": promises.close_stale(get_ports(), _event_time(event))}
+
+
+def _event_time(event: CloudWatchEvent) -> datetime:
+    """A scheduled function's "now" is its event's time (the local stack sends the business
+    clock's), never the clock of the machine that happens to run it."""
+    return datetime.fromisoformat(event.time.replace("Z", "+00:00"))
 
 
 @blueprint.schedule(Rate(1, unit=Rate.MINUTES), name="resume_steps")
