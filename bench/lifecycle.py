@@ -505,12 +505,16 @@ def _print_callers(run: LifecycleRun) -> None:
 def _print_uncounted(run: LifecycleRun) -> None:
     callers = run.counts.by_caller()
     empty = callers[EMPTY_RECEIVE]
-    reads = sum(n for caller, n in callers.items() if caller.startswith("GET "))
+    polled: Counter[str] = Counter()
+    for (caller, operation), n in run.counts.calls.items():
+        if caller.startswith("GET "):
+            polled[operation] += n
+    reads = ", ".join(f"{operation} {run.each(n):.2f}" for operation, n in polled.items())
     print(
         f"not in the total: the pollers' empty receives {run.each(empty):.2f} per refund "
         f"({empty / run.counted_seconds:.1f} a second; Lambda's event source mapping, which AWS "
-        f"does not bill to the function); the client's status polls {run.each(reads):.2f} "
-        f"GetItem per refund (GET /refunds/{{id}} every {POLL_SECONDS * 1000:.0f} ms); its "
+        f"does not bill to the function); the client's status polls (GET /refunds/{{id}} "
+        f"every {POLL_SECONDS * 1000:.0f} ms) {reads or 'none'} per refund; its "
         f"uploads {run.each(run.uploads):.2f} S3 POSTs per refund (presigned, straight to S3); "
         f"schedules {callers[SCHEDULE]}, other threads {callers[OTHER]} calls in all"
     )

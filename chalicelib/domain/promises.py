@@ -39,6 +39,7 @@ CHANNELS_WITH_A_PROMISE = frozenset({PaymentChannel.ALIPAY, PaymentChannel.WECHA
 DRAFT_STALE_AFTER = timedelta(hours=24)
 NEEDS_INFO_STALE_AFTER = timedelta(days=7)
 NUDGE_INTERVAL = timedelta(hours=24)
+PAST_DUE = timedelta(seconds=1)
 MAX_LEVEL = 2
 
 
@@ -89,7 +90,8 @@ def next_escalation(refund: Refund, calendar: WorkingCalendar) -> Escalation | N
         return None
     phase, due_at = running
     if refund.escalation_level == 0:
-        return Escalation(phase, 1, due_at, due_at)
+        # Past due: the first second after it (deadlines end at hh:59:59).
+        return Escalation(phase, 1, due_at + PAST_DUE, due_at)
     return Escalation(phase, 2, calendar.second_level_at(due_at), due_at)
 
 
