@@ -419,102 +419,106 @@ def _p95(values: list[float]) -> float:
     return statistics.quantiles(values, n=20)[-1]
 
 
-def _own_share(counts: Counts, workers: bool) -> float:
-    callers = [
-        caller
-        for caller in counts.span_seconds
-        if _counted(caller) and caller.startswith("worker ") == workers
-    ]
-    spent = sum(counts.span_seconds[c] for c in callers)
-    waited = sum(counts.span_aws_seconds[c] for c in callers)
+def _server_split(counts: Counts, callers: Callable[[str], bool]) -> tuple[float, float]:
+    """Seconds the server spent on ``callers``' requests or invocations, and of those, waiting
+    on AWS: the client's status reads are not the server's work, and are left out."""
+    chosen = [caller for caller in counts.span_seconds if _counted(caller) and callers(caller)]
+    spent = sum(counts.span_seconds[caller] for caller in chosen)
+    return spent, sum(counts.span_aws_seconds[caller] for caller in chosen)
+
+
+def _own_share(counts: Counts, callers: Callable[[str], bool]) -> float:
+    spent, waited = _server_split(counts, callers)
     return (spent - waited) / spent if spent else 0.0
-
-
-def _server_ms(run: LifecycleRun) -> tuple[float, float]:
-    """The server's time per refund (API requests and workers, not the client's reads):
-    (in the project's own code, waiting on AWS)."""
-    counts = run.counts
-    callers = [caller for caller in counts.span_seconds if _counted(caller)]
-    spent = sum(counts.span_seconds[c] for c in callers)
-    waited = sum(counts.span_aws_seconds[c] for c in callers)
-    return run.each(spent - waited) * 1000, run.each(waited) * 1000
 
 
 def print_lifecycle(runs: list[LifecycleRun], stored: int) -> None:
     first = runs[0]
-    counts = first.counts
     print()
     print(
-        f"Lifecycle of {len(first.refunds)} refunds over HTTP, {first.clients} client at a "
-        f"time: create, 2 evidence "
-        f"slots with their uploads, submit, check, claim, approve, paid (balance); "
-        f"{stored} refunds stored before"
+        f"Lifecycle: {len(first.refunds)} refunds, {first.clients} client at a time, over HTTP: "
+        f"create, 2 evidence slots and their\nuploads, submit, check, claim, approve, paid "
+        f"(balance); {stored} refunds stored before"
     )
     print(
-        f"AWS calls per refund: {first.each(counts.total()):.2f} (target: at most "
-        f"{CALL_TARGET}): the API's, the workers' and the pollers' batches received and "
-        f"deleted; not the pollers' empty receives"
+        f"AWS calls per refund: {first.each(first.counts.total()):.2f} (target: at most "
+        f"{CALL_TARGET}), made by the API, the workers and the\npollers' batches; the pollers' "
+        f"empty receives are not in it"
     )
     _print_operations(first)
     _print_callers(first)
     _print_uncounted(first)
-    own, aws = _server_ms(first)
-    print(
-        f"server's time per refund: {own + aws:.1f} ms, {own:.1f} ms of it in the project's own "
-        f"code ({own / (own + aws):.0%}; API requests {_own_share(counts, False):.0%}, workers "
-        f"{_own_share(counts, True):.0%}), the rest waiting on AWS (moto, in this process)"
-    )
+    _print_server_time(first)
+    print("throughput through the whole lifecycle:")
     for run in runs:
-        failed = ", ".join(
-            f"{caller}: {name} {run.each(n):.2f}"
-            for (caller, name), n in sorted(run.counts.failed.items())
-        )
+        clients = f"{run.clients} client{'s' if run.clients > 1 else ''}:"
         print(
-            f"{run.clients} client{'s' if run.clients > 1 else ''} at once: {run.per_second:.2f} "
-            f"refunds per second through the whole lifecycle ({run.each(run.cpu_seconds) * 1000:.0f}"
-            f" ms of the process's CPU each), {run.each(run.counts.total()):.2f} AWS calls per "
-            f"refund; failed conditions per refund: {failed or 'none'}"
+            f"  {clients:<11}{run.per_second:.2f} refunds/s ({run.each(run.cpu_seconds) * 1000:.0f}"
+            f" ms of the process's CPU per refund), {run.each(run.counts.total()):.2f} AWS calls "
+            f"per refund"
         )
-    print(f"{'step (history timestamps)':<34}{'p50 ms':>8}{'p95 ms':>8}{'target p50':>12}")
+    print(f"{'step (history timestamps)':<40}{'p50 ms':>8}{'p95 ms':>8}{'target p50':>12}")
     for run in runs:
         for name, start, end in (
             ("submit -> pending_review", "submit", "auto_review"),
             ("approve -> paid (balance)", "approve", "paid"),
         ):
             ms = run.step_ms(start, end)
-            label = f"{name} ({run.clients}c)"
-            print(f"{label:<34}{_p50(ms):>8.1f}{_p95(ms):>8.1f}{'< ' + str(STEP_TARGET_MS):>12}")
+            label = f"{name} ({run.clients} client{'s' if run.clients > 1 else ''})"
+            target = f"< {STEP_TARGET_MS:.0f}"
+            print(f"{label:<40}{_p50(ms):>8.1f}{_p95(ms):>8.1f}{target:>12}")
 
 
 def _print_operations(run: LifecycleRun) -> None:
     counts = run.counts
-    print(f"  {'by operation':<50}{'per refund':>11}{'mean ms':>9}")
+    print(f"  {'by operation':<48}{'per refund':>11}{'mean ms':>9}")
     for operation, n in counts.by_operation().most_common():
         every = sum(m for (_, op), m in counts.calls.items() if op == operation)
         mean = counts.aws_seconds[operation] / every * 1000
-        print(f"  {operation:<50}{run.each(n):>11.2f}{mean:>9.2f}")
+        print(f"  {operation:<48}{run.each(n):>11.2f}{mean:>9.2f}")
 
 
 def _print_callers(run: LifecycleRun) -> None:
-    print(f"  {'by caller':<50}{'per refund':>11}")
+    failed: Counter[str] = Counter()
+    for (caller, _), n in run.counts.failed.items():
+        failed[caller] += n
+    print(f"  {'by caller':<48}{'per refund':>11}{'of which failed conditions':>28}")
     for caller, n in sorted(run.counts.by_caller().items()):
         if _counted(caller):
-            print(f"  {caller:<50}{run.each(n):>11.2f}")
+            print(f"  {caller:<48}{run.each(n):>11.2f}{run.each(failed[caller]):>28.2f}")
 
 
 def _print_uncounted(run: LifecycleRun) -> None:
     callers = run.counts.by_caller()
-    empty = callers[EMPTY_RECEIVE]
     polled: Counter[str] = Counter()
     for (caller, operation), n in run.counts.calls.items():
         if caller.startswith("GET "):
             polled[operation] += n
-    reads = ", ".join(f"{operation} {run.each(n):.2f}" for operation, n in polled.items())
+    empty = callers[EMPTY_RECEIVE]
+    rows = [
+        (f"{EMPTY_RECEIVE} ({empty / run.counted_seconds:.0f} a second)", empty),
+        *((f"client's status polls: {op}", n) for op, n in polled.items()),
+        ("client's uploads straight to S3 (presigned POST)", run.uploads),
+        (SCHEDULE, callers[SCHEDULE]),
+        (OTHER, callers[OTHER]),
+    ]
     print(
-        f"not in the total: the pollers' empty receives {run.each(empty):.2f} per refund "
-        f"({empty / run.counted_seconds:.1f} a second; Lambda's event source mapping, which AWS "
-        f"does not bill to the function); the client's status polls (GET /refunds/{{id}} "
-        f"every {POLL_SECONDS * 1000:.0f} ms) {reads or 'none'} per refund; its "
-        f"uploads {run.each(run.uploads):.2f} S3 POSTs per refund (presigned, straight to S3); "
-        f"schedules {callers[SCHEDULE]}, other threads {callers[OTHER]} calls in all"
+        f"  not in the total: the empty receives stand for Lambda's event source mapping (not\n"
+        f"  billed to the function); the client polls GET /refunds/{{id}} every "
+        f"{POLL_SECONDS * 1000:.0f} ms"
+    )
+    for name, n in rows:
+        print(f"  {name:<48}{run.each(n):>11.2f}")
+
+
+def _print_server_time(run: LifecycleRun) -> None:
+    spent, waited = _server_split(run.counts, lambda _: True)
+    own = spent - waited
+    api = _own_share(run.counts, lambda caller: not caller.startswith("worker "))
+    workers = _own_share(run.counts, lambda caller: caller.startswith("worker "))
+    print(
+        f"server's time per refund: {run.each(spent) * 1000:.0f} ms, of which the project's own "
+        f"code {run.each(own) * 1000:.0f} ms ({own / spent:.0%}:\nAPI requests {api:.0%}, workers "
+        f"{workers:.0%}); the rest waiting on AWS (moto, in this process, whose lock and GIL\n"
+        f"the pollers and the client share)"
     )

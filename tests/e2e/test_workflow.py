@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import boto3
@@ -30,6 +31,7 @@ from tests.e2e.workflow_client import (
     Api,
     Who,
     sign,
+    utc,
     wait_until,
 )
 
@@ -915,3 +917,51 @@ def test_uploads_that_lie_never_count_and_a_removed_slot_frees_its_place(api: Ap
     assert submitted.status_code == 200, submitted.text
     counted = {e["evidence_id"]: e for e in submitted.json()["evidence"]}
     assert counted[fixed]["uploaded"] is True
+
+
+# ---------------------------------------------------------------------- promised times: X2
+
+
+@pytest.fixture
+def business_clock(api: Api) -> Iterator[Api]:
+    """The local stage's business clock, given back to real time after the test."""
+    yield api
+    api.ok("POST", "/_local/clock", None, {"reset": True})
+
+
+def test_an_overdue_review_escalates_when_the_clock_moves_on_X2(business_clock: Api) -> None:
+    api = business_clock
+    # GIVEN a refund in review, due in 3 working days, and a nudge that says so
+    refund = _refund_in_review(
+        api, api.order("x2"), "invalid_code", ("order_screenshot", "problem_screenshot")
+    )
+    refund_id = refund["refund_id"]
+    due = api.refund(refund_id)["review_due_at"]
+    assert due is not None
+    early = api.ok("POST", f"/refunds/{refund_id}/nudge", api.user)
+    assert early["escalated"] is False
+    assert early["review_due_at"] == due
+    again = api.call("POST", f"/refunds/{refund_id}/nudge", api.user)
+    assert (again.status_code, again.json()["error"]["code"]) == (429, "too_many_requests")
+    # WHEN the business clock moves past the promise and the schedule runs
+    past_due = datetime.fromisoformat(due.replace("Z", "+00:00")) + timedelta(hours=1)
+    api.ok("POST", "/_local/clock", None, {"now": utc(past_due)})
+    ran = api.ok("POST", "/_local/schedules/escalate-overdue/run", None)
+    assert ran["result"]["escalated"] >= 1
+    # THEN the refund shows it: level 1, an escalate entry, a message to the user
+    escalated = api.refund(refund_id)
+    assert escalated["escalation_level"] == 1
+    entry = escalated["history"][-1]
+    assert (entry["action"], entry["actor"], entry["rule"], entry["from"]) == (
+        "escalate",
+        "system",
+        "X2",
+        None,
+    )
+    assert escalated["messages"][-1]["author_role"] == "system"
+    # AND it leads the queue of escalated refunds
+    queue = api.ok("GET", "/admin/refunds?status=pending_review&escalated=true", AGENT_1)
+    assert queue["items"][0]["refund_id"] == refund_id
+    # AND running the schedule again raises nothing twice
+    api.ok("POST", "/_local/schedules/escalate-overdue/run", None)
+    assert api.refund(refund_id)["escalation_level"] == 1
