@@ -137,6 +137,7 @@ def dump_refund(refund: Refund) -> str:
         "appealed": refund.appealed,
         "channel_may_have_paid": refund.channel_may_have_paid,
         "last_nudged_at": _time(refund.last_nudged_at),
+        "sla_breaches": refund.sla_breaches,
         "return_shipment": (
             {
                 "carrier": refund.return_shipment.carrier,
@@ -227,6 +228,7 @@ def load_refund(document: str, version: int) -> Refund:
         appealed=data.get("appealed", False),
         channel_may_have_paid=data.get("channel_may_have_paid", False),
         last_nudged_at=_parse_time(data.get("last_nudged_at")),
+        sla_breaches=list(data.get("sla_breaches", [])),
         return_shipment=_load_shipment(data.get("return_shipment")),
         awaiting_step=Step(data["awaiting_step"]) if data.get("awaiting_step") else None,
         step_due_at=_parse_time(data.get("step_due_at")),

@@ -265,6 +265,8 @@ class Refund:
     appealed: bool = False
     """X3: a rejected refund can be appealed once."""
     return_shipment: ReturnShipment | None = None
+    sla_breaches: list[str] = field(default_factory=list)
+    """The phases (review, payout) in which the platform overran its promise (X2, O4)."""
     last_nudged_at: datetime | None = None
     """When the user last nudged it (X2): another nudge waits 24 hours."""
     channel_may_have_paid: bool = False

@@ -103,6 +103,8 @@ def escalate(
     if due is None or due.at > now:
         return None
     refund.escalation_level = due.level
+    if due.phase.value not in refund.sla_breaches:
+        refund.sla_breaches.append(due.phase.value)
     note = f"{due.phase.value} overdue since {due.due_at.isoformat()}: level {due.level}"
     if due.level == MAX_LEVEL:
         note += " (a cs-senior matter)"
