@@ -54,6 +54,16 @@ def _s3_client(settings: Settings) -> Any:
 
 
 @functools.cache
+def _dynamodb_client(settings: Settings) -> Any:
+    """A plain DynamoDB client, for the analytics' counters (attributes named at run time)."""
+    import boto3
+
+    return boto3.client(
+        "dynamodb", region_name=settings.region, endpoint_url=settings.aws_endpoint_url
+    )
+
+
+@functools.cache
 def _sqs_client(settings: Settings) -> Any:
     import boto3
 
@@ -75,6 +85,7 @@ def build_ports(settings: Settings, clock: Clock | None = None) -> Ports:
     from chalicelib.adapters.ids import UlidGenerator
     from chalicelib.adapters.s3_evidence import S3EvidenceStore
     from chalicelib.adapters.sqs import SqsStepQueue
+    from chalicelib.adapters.stats_store import DynamoStatsStore
     from chalicelib.domain.calendar import WorkingCalendar
     from chalicelib.domain.model import PaymentChannel
     from chalicelib.service.ports import Ports, ServiceConfig
@@ -102,12 +113,15 @@ def build_ports(settings: Settings, clock: Clock | None = None) -> Ports:
             **build_channel_gateways(settings, clock, refunds),
         },
         ledger=ledger,
+        stats=DynamoStatsStore(settings.stats_table, lambda: _dynamodb_client(settings)),
         config=ServiceConfig(
             idempotency_lease_seconds=settings.idempotency_lease_seconds,
             idempotency_keep_hours=settings.idempotency_keep_hours,
             upload_expires_seconds=settings.upload_expires_seconds,
             step_interval_scale=settings.step_interval_scale,
             abuse_threshold=settings.abuse_threshold,
+            shards=settings.shards,
+            sku_shards=settings.sku_shards,
         ),
         calendar=calendar,
     )

@@ -45,6 +45,7 @@ class Settings:
     idempotency_table: str
     evidence_bucket: str
     ledger_table: str
+    stats_table: str
     jwt_secret: str | None
     jwks_url: str | None
     jwt_issuer: str | None
@@ -65,6 +66,8 @@ class Settings:
     """The local payment-channel simulator's HMAC secret (API.md)."""
     channel_simulator_url: str | None = None
     """Where the local stage's Alipay and WeChat Pay are simulated."""
+    sku_shards: int = 8
+    """Shards of the analytics' per-SKU day counters."""
     abuse_threshold: int = 10
     """Submitted refunds by one user in 30 days from which the check routes to a senior."""
     holidays: frozenset[date] = frozenset()
@@ -96,6 +99,7 @@ class Settings:
             idempotency_table=env.get("REFUNDS_IDEMPOTENCY_TABLE", f"{prefix}-idempotency"),
             evidence_bucket=env.get("REFUNDS_EVIDENCE_BUCKET", f"{prefix}-evidence"),
             ledger_table=env.get("REFUNDS_LEDGER_TABLE", f"{prefix}-ledger"),
+            stats_table=env.get("REFUNDS_STATS_TABLE", f"{prefix}-stats"),
             jwt_secret=env.get("REFUNDS_JWT_SECRET", DEFAULT_LOCAL_JWT_SECRET) if local else None,
             jwks_url=env.get("REFUNDS_JWKS_URL") or None,
             jwt_issuer=env.get("REFUNDS_JWT_ISSUER") or None,
@@ -112,6 +116,7 @@ class Settings:
             channel_simulator_url=env.get("REFUNDS_CHANNEL_SIMULATOR_URL") or None,
             channel_credentials_secret=env.get("REFUNDS_CHANNEL_CREDENTIALS_SECRET") or None,
             abuse_threshold=int(env.get("REFUNDS_ABUSE_THRESHOLD", "10")),
+            sku_shards=int(env.get("REFUNDS_STATS_SKU_SHARDS", "8")),
             holidays=_dates(env.get("REFUNDS_EXTRA_HOLIDAYS", "")),
             working_days=_dates(env.get("REFUNDS_EXTRA_WORKING_DAYS", "")),
         )

@@ -53,6 +53,7 @@ from chalicelib.service.exceptions import (
     RefundTotalExceeded,
 )
 from chalicelib.service.ports import (
+    CounterChange,
     IdempotencyRecord,
     Page,
     PayoutRequest,
@@ -76,6 +77,7 @@ __all__ = [
     "FakeMessageLog",
     "FakeOrderRepository",
     "FakeRefundRepository",
+    "FakeStatsStore",
     "FakeStepQueue",
     "PresignRequest",
     "SequentialIds",
@@ -738,6 +740,47 @@ class FakeLedger(FakeGateway):
         ]
 
 
+# --- analytics -----------------------------------------------------------------------------
+
+
+class FakeStatsStore(_Faults):
+    """Day counters with the adapter's rule: a change of an item counts once, and never
+    after a later change of the same item."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.items: dict[str, Counter[str]] = {}
+        self.marks: dict[str, str] = {}
+        self.days_recorded: dict[date, str] = {}
+
+    def apply(self, change: CounterChange) -> bool:
+        self._enter("apply")
+        sequence = change.sequence_number.zfill(40)
+
+        def attempt() -> bool:
+            if self.marks.get(change.source, "") >= sequence:
+                return False
+            self.marks[change.source] = sequence
+            for (day, group), counters in change.delta.items():
+                self.items.setdefault(f"{day.isoformat()}#{group}", Counter()).update(counters)
+            return True
+
+        return self._send("apply", attempt)
+
+    def days(self, first: date, last: date, groups: list[str]) -> list[dict[str, int]]:
+        self._enter("days")
+        keys = [
+            f"{(first + timedelta(days=n)).isoformat()}#{group}"
+            for n in range((last - first).days + 1)
+            for group in groups
+        ]
+        return [dict(self.items[key]) for key in keys if key in self.items]
+
+    def record_day(self, day: date, figures: str) -> None:
+        self._enter("record_day")
+        self.days_recorded[day] = figures
+
+
 # --- wiring and builders -------------------------------------------------------------------
 
 
@@ -763,6 +806,7 @@ def make_ports(
             PaymentChannel.BALANCE: ledger,
         },
         "ledger": ledger,
+        "stats": FakeStatsStore(),
         "config": config or ServiceConfig(),
         "calendar": calendar,
     }

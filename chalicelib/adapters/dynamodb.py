@@ -70,6 +70,7 @@ __all__ = [
     "MessageModel",
     "OrderModel",
     "RefundModel",
+    "StatsModel",
     "bind_models",
     "create_tables",
 ]
@@ -96,6 +97,7 @@ class OrderModel(Model):
     class Meta:
         table_name = "orders"
         billing_mode = "PAY_PER_REQUEST"
+        stream_view_type = "NEW_AND_OLD_IMAGES"  # analytics count each change (O4)
 
     order_id = UnicodeAttribute(hash_key=True)
     doc = UnicodeAttribute()
@@ -197,6 +199,7 @@ class RefundModel(Model):
     class Meta:
         table_name = "refunds"
         billing_mode = "PAY_PER_REQUEST"
+        stream_view_type = "NEW_AND_OLD_IMAGES"  # analytics count each change (O4)
 
     refund_id = UnicodeAttribute(hash_key=True)
     # Null only on the fence of an abandoned create (``abandoned_at``), which no index holds.
@@ -338,12 +341,26 @@ class LedgerModel(Model):
     by_day = LedgerByDayIndex()
 
 
+class StatsModel(Model):
+    """The analytics' day counters and the markers of the changes counted into them; the
+    counters are attributes named at run time (chalicelib/adapters/stats_store.py)."""
+
+    class Meta:
+        table_name = "stats"
+        billing_mode = "PAY_PER_REQUEST"
+
+    key = UnicodeAttribute(hash_key=True)
+    expires_at = TTLAttribute(null=True)
+    """Only on markers: they outlive the streams' 24 hours of records, then go."""
+
+
 MODELS: tuple[type[Model], ...] = (
     OrderModel,
     RefundModel,
     MessageModel,
     IdempotencyModel,
     LedgerModel,
+    StatsModel,
 )
 
 
@@ -365,6 +382,7 @@ def bind_models(settings: Settings) -> None:
         MessageModel: settings.messages_table,
         IdempotencyModel: settings.idempotency_table,
         LedgerModel: settings.ledger_table,
+        StatsModel: settings.stats_table,
     }
     for model, table_name in names.items():
         binding = (table_name, settings.region, settings.aws_endpoint_url)

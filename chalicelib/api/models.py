@@ -81,6 +81,8 @@ __all__ = [
     "ScheduleRunOut",
     "StatementOut",
     "StatementQuery",
+    "StatsOut",
+    "StatsQuery",
     "SubmitIn",
     "WebhookAckOut",
 ]
@@ -644,3 +646,39 @@ class ClockIn(Body):
 
 class ClockOut(Out):
     now: datetime
+
+
+class StatsQuery(Query):
+    from_: date = Field(alias="from")
+    to: date
+
+    model_config = ConfigDict(extra="forbid", defer_build=True, populate_by_name=True)
+
+
+class AnomalyOut(Out):
+    scope: Literal["sku", "category"]
+    key: str
+    orders: int
+    refunds: int
+    rate: float
+    baseline_rate: float
+
+
+class SlaBreachesOut(Out):
+    review: int
+    payout: int
+
+
+class StatsOut(Out):
+    """A period's refund analytics (O4): counts, medians, SLA breaches and anomalies."""
+
+    from_: date = Field(serialization_alias="from")
+    to: date
+    orders: int
+    refunds: int
+    by_reason: dict[str, int]
+    by_status: dict[str, int]
+    median_review_hours: float | None
+    median_payout_hours: float | None
+    sla_breaches: SlaBreachesOut
+    anomalies: list[AnomalyOut]

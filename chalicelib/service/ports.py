@@ -17,10 +17,12 @@ from chalicelib.domain.model import (
     Refund,
     RefundStatus,
 )
+from chalicelib.domain.stats import Contribution
 from chalicelib.domain.workflow import Step
 
 __all__ = [
     "Clock",
+    "CounterChange",
     "EvidenceStore",
     "IdGenerator",
     "IdempotencyRecord",
@@ -37,6 +39,7 @@ __all__ = [
     "RefundRepository",
     "ServiceConfig",
     "StatementEntry",
+    "StatsStore",
     "StepQueue",
     "StoredObject",
     "StoredOrder",
@@ -348,6 +351,33 @@ class WalletLedger(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class CounterChange:
+    """What one stored change of an order or a refund adds to the analytics' counters."""
+
+    source: str
+    """The changed item (``refunds#rf_...``, ``orders#o-...``)."""
+    sequence_number: str
+    """The change's position among that item's changes (its stream record's)."""
+    delta: Contribution
+
+
+class StatsStore(Protocol):
+    """The analytics' day counters (O4)."""
+
+    def apply(self, change: CounterChange) -> bool:
+        """Apply ``change`` once; False if it (or a later change of its item) was applied."""
+        ...
+
+    def days(self, first: date, last: date, groups: list[str]) -> list[dict[str, int]]:
+        """Every counter item of those days and groups."""
+        ...
+
+    def record_day(self, day: date, figures: str) -> None:
+        """Keep a finished day's figures (``daily-stats``)."""
+        ...
+
+
 class StepQueue(Protocol):
     """Where a step's message goes: one queue per step (DESIGN.md, "Workflow")."""
 
@@ -376,6 +406,10 @@ class ServiceConfig:
     """Submitted refunds by one user in 30 days from which the check routes to a senior."""
     download_url_seconds: int = 300
     """How long an evidence download URL of the CS console lives (API.md: at most 5 min)."""
+    shards: int = 4
+    """Shards of the analytics' platform counters per day (REFUNDS_SHARDS)."""
+    sku_shards: int = 8
+    """Shards of the per-SKU counters per day: what keeps a day's items small."""
 
 
 @dataclass(frozen=True)
@@ -393,6 +427,7 @@ class Ports:
     gateways: Mapping[PaymentChannel, PaymentGateway]
     """Each channel's refund API; ``balance`` is the platform's own wallet ledger."""
     ledger: WalletLedger
+    stats: StatsStore
     config: ServiceConfig = field(default_factory=ServiceConfig)
     calendar: WorkingCalendar = field(default_factory=WorkingCalendar)
     """Working days (mainland China); the repository reads the same one for its indexes."""

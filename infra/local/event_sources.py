@@ -25,7 +25,14 @@ from typing import Any
 
 from chalice.app import ScheduledEventConfig, SQSEventConfig
 
-__all__ = ["LambdaContext", "Schedule", "SqsPoller", "Wakeup", "event_source_services"]
+__all__ = [
+    "LambdaContext",
+    "Schedule",
+    "SqsPoller",
+    "StreamPoller",
+    "Wakeup",
+    "event_source_services",
+]
 
 log = logging.getLogger("refunds.local")
 
@@ -156,6 +163,105 @@ class SqsPoller:
             "eventSourceARN": self._arn,
             "awsRegion": self._region,
         }
+
+
+class StreamPoller:
+    """Lambda's DynamoDB stream event source mapping for one table and one function: each
+    shard read in order from its trim horizon, a batch handed over as Lambda's records, and
+    after a ``batchItemFailures`` the shard read again from the failed record."""
+
+    def __init__(
+        self,
+        app: Any,
+        function: str,
+        stream_arn: str,
+        streams: Any,
+        wakeup: Wakeup,
+        batch_size: int = 100,
+    ) -> None:
+        self.name = f"stream:{stream_arn.split('/')[1]}"
+        self._handler = app.handler_map[function]
+        self._function = function
+        self._arn = stream_arn
+        self._streams = streams
+        self._batch_size = batch_size
+        self._iterators: dict[str, str] = {}
+        self._woken = wakeup.subscribe()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._woken.set()
+        if self._thread:
+            self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        idle = IDLE_FIRST_SECONDS
+        while not self._stopping.is_set():
+            try:
+                handled = self.poll_once()
+            except Exception:
+                log.exception("stream poller failed; polling on", extra={"stream": self.name})
+                handled = 0
+            if handled:
+                idle = IDLE_FIRST_SECONDS
+                continue
+            self._woken.wait(idle)
+            if self._woken.is_set():
+                self._woken.clear()
+                idle = IDLE_FIRST_SECONDS
+            else:
+                idle = min(idle * 2, IDLE_MAX_SECONDS)
+
+    def poll_once(self) -> int:
+        """Read each shard once; how many records were handed over."""
+        handled = 0
+        shards = self._streams.describe_stream(StreamArn=self._arn)["StreamDescription"]["Shards"]
+        for shard in shards:
+            shard_id = shard["ShardId"]
+            if shard_id not in self._iterators:
+                self._iterators[shard_id] = self._streams.get_shard_iterator(
+                    StreamArn=self._arn, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON"
+                )["ShardIterator"]
+            answer = self._streams.get_records(
+                ShardIterator=self._iterators[shard_id], Limit=self._batch_size
+            )
+            records = answer.get("Records", [])
+            if records:
+                handled += len(records)
+                failed = self._hand_over(records)
+                if failed is not None:
+                    self._iterators[shard_id] = self._streams.get_shard_iterator(
+                        StreamArn=self._arn,
+                        ShardId=shard_id,
+                        ShardIteratorType="AT_SEQUENCE_NUMBER",
+                        SequenceNumber=failed,
+                    )["ShardIterator"]
+                    continue
+            self._iterators[shard_id] = answer["NextShardIterator"]
+        return handled
+
+    def _hand_over(self, records: list[dict[str, Any]]) -> str | None:
+        """Call the function; the sequence number to read again from, if a record failed."""
+        event = {
+            "Records": [
+                {**record, "eventSource": "aws:dynamodb", "eventSourceARN": self._arn}
+                for record in records
+            ]
+        }
+        context = LambdaContext(self._function, str(uuid.uuid4()), time.monotonic())
+        try:
+            result = self._handler(event, context) or {}
+        except Exception:
+            log.exception("stream handler failed its batch", extra={"function": self._function})
+            return str(records[0]["dynamodb"]["SequenceNumber"])
+        failures = result.get("batchItemFailures", [])
+        return str(failures[0]["itemIdentifier"]) if failures else None
 
 
 _RATE = re.compile(r"rate\((\d+) (minute|minutes|hour|hours|day|days)\)")

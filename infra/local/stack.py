@@ -29,7 +29,7 @@ from chalice.local import (
 )
 
 from .channel_simulator import ChannelSimulator
-from .event_sources import Wakeup, event_source_services
+from .event_sources import StreamPoller, Wakeup, event_source_services
 
 __all__ = [
     "LocalStack",
@@ -170,6 +170,18 @@ _WAKING_SQS_TARGETS = frozenset(
 )
 
 
+_TABLE_WRITES = frozenset(
+    f"DynamoDB_20120810.{operation}"
+    for operation in (
+        "PutItem",
+        "UpdateItem",
+        "DeleteItem",
+        "BatchWriteItem",
+        "TransactWriteItems",
+    )
+)
+
+
 def _may_queue_a_message(environ: dict[str, Any]) -> bool:
     """A request after which a poller may find a message: an SQS send or visibility change,
     or an S3 upload (S3 speaks REST, with no X-Amz-Target; its notification lands on a queue
@@ -190,7 +202,7 @@ class _Emulator:
     a message, it wakes the pollers (19 ms from send to handler, instead of an idle tick).
     """
 
-    def __init__(self, host: str, port: int, wakeup: Wakeup) -> None:
+    def __init__(self, host: str, port: int, wakeup: Wakeup, table_wakeup: Wakeup) -> None:
         from moto.moto_server.werkzeug_app import (
             DomainDispatcherApplication,
             MotoRequestHandler,
@@ -206,6 +218,8 @@ class _Emulator:
                 answer = backend(environ, start_response)
             if _may_queue_a_message(environ):
                 wakeup.ring()
+            elif environ.get("HTTP_X_AMZ_TARGET") in _TABLE_WRITES:
+                table_wakeup.ring()
             return answer
 
         self.server = make_server(
@@ -242,6 +256,7 @@ class LocalStack:
     api_url: str = ""
     _moto: _Emulator | None = None
     _wakeup: Wakeup = field(default_factory=Wakeup)
+    _table_wakeup: Wakeup = field(default_factory=Wakeup)
 
     def start(self) -> None:
         """Start everything, or, if any part fails (a port in use), stop what had started."""
@@ -253,7 +268,7 @@ class LocalStack:
 
     def _start(self) -> None:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
-        self._moto = _Emulator(self.host, self.moto_port, self._wakeup)
+        self._moto = _Emulator(self.host, self.moto_port, self._wakeup, self._table_wakeup)
         self._moto.start()
         self.aws_endpoint = self._moto.url
         for name, value in LOCAL_CREDENTIALS.items():
@@ -296,7 +311,11 @@ class LocalStack:
         api = make_http_service(app, self.host, self.port)
         self.api_url = api.url
         business_now = ports.clock.now
-        self.services[0:0] = [api, *event_source_services(app, sqs, self._wakeup, business_now)]
+        self.services[0:0] = [
+            api,
+            *event_source_services(app, sqs, self._wakeup, business_now),
+            *_stream_consumers(app, settings, self._table_wakeup),
+        ]
         for index, service in enumerate(self.services):
             try:
                 service.start()
@@ -355,3 +374,22 @@ def notify_uploads(s3: Any, sqs: Any, bucket: str) -> None:
             ]
         },
     )
+
+
+def _stream_consumers(app: Any, settings: Any, wakeup: Wakeup) -> list[StreamPoller]:
+    """A poller for each table stream a function reads (chalicelib/api/routes/workers.py)."""
+    import boto3
+
+    from chalicelib.api.routes.workers import STREAM_CONSUMERS
+
+    options = {"region_name": settings.region, "endpoint_url": settings.aws_endpoint_url}
+    tables, streams = (
+        boto3.client("dynamodb", **options),
+        boto3.client("dynamodbstreams", **options),
+    )
+    pollers = []
+    for function, table_settings in STREAM_CONSUMERS.items():
+        for setting in table_settings:
+            table = tables.describe_table(TableName=getattr(settings, setting))["Table"]
+            pollers.append(StreamPoller(app, function, table["LatestStreamArn"], streams, wakeup))
+    return pollers

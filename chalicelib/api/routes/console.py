@@ -17,10 +17,12 @@ from chalicelib.api.models import (
     RequestInfoIn,
     RetryPayoutIn,
     ReturnReceivedIn,
+    StatsOut,
+    StatsQuery,
 )
 from chalicelib.bootstrap import get_ports, get_verifier
 from chalicelib.domain.review import SENIOR_ROLE
-from chalicelib.service import payout, review
+from chalicelib.service import analytics, payout, review
 
 __all__ = ["blueprint"]
 
@@ -167,3 +169,17 @@ def correct_order_status(call: Call, order_id: str) -> OrderOut:
     body: OrderStatusIn = call.body
     command = review.CorrectOrderStatus(order_id, body.status, body.note)
     return OrderOut.model_validate(review.correct_order_status(get_ports(), _agent(call), command))
+
+
+@api.route(
+    "/admin/stats",
+    "GET",
+    access=Access.CS,
+    query=StatsQuery,
+    response=StatsOut,
+    summary="Refund analytics of a period of Asia/Shanghai days (O4)",
+)
+def stats(call: Call) -> StatsOut:
+    q: StatsQuery = call.query
+    figures = analytics.period_stats(get_ports(), q.from_, q.to)
+    return StatsOut.model_validate({**figures.__dict__, "from_": q.from_, "to": q.to})

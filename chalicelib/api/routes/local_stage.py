@@ -24,7 +24,8 @@ from chalicelib.api.models import (
 from chalicelib.bootstrap import get_ports, get_simulator_control, get_verifier
 from chalicelib.domain.days import shanghai_day
 from chalicelib.domain.model import PaymentChannel
-from chalicelib.service import promises, workflow
+from chalicelib.domain.stats import PeriodStats
+from chalicelib.service import analytics, promises, workflow
 from chalicelib.service.exceptions import NotFound
 from chalicelib.settings import get_settings
 
@@ -41,9 +42,14 @@ SCHEDULES: dict[str, Callable[[datetime], dict[str, Any]]] = {
     "escalate-overdue": lambda now: {"escalated": promises.escalate_overdue(get_ports(), now)},
     "close-stale": lambda now: {"closed": promises.close_stale(get_ports(), now)},
     "resume-steps": lambda now: {"resent": workflow.resume_waiting_steps(get_ports())},
+    "daily-stats": lambda now: _recorded(analytics.record_yesterday(get_ports(), now)),
 }
 """The scheduled functions that can be run now, by name, on the business clock
 (chalicelib/api/routes/workers.py runs them at their rates)."""
+
+
+def _recorded(figures: PeriodStats) -> dict[str, Any]:
+    return {"orders": figures.orders, "refunds": figures.refunds}
 
 
 def _local_only(path: str) -> None:

@@ -13,11 +13,13 @@ from chalice.app import Blueprint, CloudWatchEvent, Rate, SQSEvent
 from pydantic import ValidationError
 
 from chalicelib.adapters.sqs import queue_name
+from chalicelib.adapters.streams import stored_change
+from chalicelib.api.http import logger
 from chalicelib.api.models import OrderIn
 from chalicelib.api.queues import run_batch, step_refund_id
 from chalicelib.bootstrap import get_ports
 from chalicelib.domain.workflow import WORKFLOW, Step
-from chalicelib.service import orders, payout, promises, refunds, review, workflow
+from chalicelib.service import analytics, orders, payout, promises, refunds, review, workflow
 from chalicelib.service.exceptions import StepRejected
 from chalicelib.service.workflow import DONE, StepOutcome
 
@@ -140,6 +142,40 @@ def _event_time(event: CloudWatchEvent) -> datetime:
     """A scheduled function's "now" is its event's time (the local stack sends the business
     clock's), never the clock of the machine that happens to run it."""
     return datetime.fromisoformat(event.time.replace("Z", "+00:00"))
+
+
+@blueprint.schedule(Rate(1, unit=Rate.DAYS), name="daily_stats")
+def daily_stats(event: CloudWatchEvent) -> dict[str, int]:
+    """Keep the figures of the Asia/Shanghai day before the event's time (O4)."""
+    figures = analytics.record_yesterday(get_ports(), _event_time(event))
+    return {"orders": figures.orders, "refunds": figures.refunds}
+
+
+STREAM_CONSUMERS = {"stats_consumer": ("orders_table", "refunds_table")}
+"""Which function reads which tables' streams: the template maps them, the local stack polls
+them (a stream's ARN is known only once its table exists, so Chalice cannot declare them)."""
+
+
+@blueprint.lambda_function(name="stats_consumer")
+def stats_consumer(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """The orders' and refunds' stream records, counted into the analytics once each (O4).
+
+    Records of one shard come in order; on a failure the batch reports the failed record, and
+    Lambda (with ReportBatchItemFailures) resends from it: what came before is not redone.
+    """
+    ports = get_ports()
+    for record in event.get("Records", []):
+        try:
+            stored = stored_change(record)
+            if stored is not None:
+                analytics.count_change(ports, stored)
+        except Exception:
+            logger().exception(
+                "stream record not counted; retried from it",
+                extra={"sequence": record["dynamodb"]["SequenceNumber"]},
+            )
+            return {"batchItemFailures": [{"itemIdentifier": record["dynamodb"]["SequenceNumber"]}]}
+    return {"batchItemFailures": []}
 
 
 @blueprint.schedule(Rate(1, unit=Rate.MINUTES), name="resume_steps")
