@@ -341,18 +341,14 @@ def main() -> int:
     tally = CallTally()
     app.register_middleware(meter.middleware, "http")
     tally.instrument(app)
+    tally.watch_new_clients()
     stack.start()
     phases: list[list[tuple[Figures, Figures]]] = []
     try:
         ports = bootstrap.get_ports()
-        clients = [model._get_connection().connection.client for model in MODELS]
-        clients.append(ports.evidence.client)  # type: ignore[attr-defined]
-        for client in clients:
-            meter.watch(client)
-        # The pollers share the app's SQS client and are polling already: only the tally,
-        # whose handlers tolerate a call that began before they were registered, watches it.
-        for client in [*clients, ports.steps.client]:  # type: ignore[attr-defined]
-            tally.watch(client)
+        for model in MODELS:
+            meter.watch(model._get_connection().connection.client)
+        meter.watch(ports.evidence.client)  # type: ignore[attr-defined]
         token = mint_token(LOCAL_DEFAULT_SECRET, USER)
         headers = {"Authorization": "Bearer " + token}
         needed = SAMPLES + WARMUP

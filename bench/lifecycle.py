@@ -11,6 +11,7 @@ do not depend on how often the client polls.
 
 from __future__ import annotations
 
+import functools
 import statistics
 import struct
 import threading
@@ -53,9 +54,13 @@ AGENT = "agent-bench"
 
 EMPTY_RECEIVE = "pollers: empty receives"
 POLLER = "pollers: batches received and deleted"
+STREAM_POLLER = "stream pollers: shards described and read"
 SCHEDULE = "schedules"
 OTHER = "other threads"
-NOT_IN_TOTAL = frozenset({EMPTY_RECEIVE, SCHEDULE, OTHER})
+NOT_IN_TOTAL = frozenset({EMPTY_RECEIVE, STREAM_POLLER, SCHEDULE, OTHER})
+"""Not billed as the function's work: Lambda's event source mappings receive from SQS and
+read DynamoDB streams themselves (stream reads by Lambda triggers cost nothing); schedules
+run whatever the refunds do."""
 
 
 def _png() -> bytes:
@@ -141,13 +146,29 @@ class CallTally:
         client.meta.events.register("before-call.*.*", self._before, unique_id="bench-tally-b")
         client.meta.events.register("after-call.*.*", self._after, unique_id="bench-tally-a")
 
+    def watch_new_clients(self) -> None:
+        """Watch every botocore client made from now on in this process, whoever makes it:
+        the app's (PynamoDB makes a botocore session per connection), the stack's pollers'."""
+        from botocore.session import Session
+
+        create = Session.create_client
+
+        @functools.wraps(create)
+        def create_and_watch(session: Session, *args: Any, **kwargs: Any) -> Any:
+            client = create(session, *args, **kwargs)
+            self.watch(client)
+            return client
+
+        setattr(Session, "create_client", create_and_watch)  # noqa: B010 - not a plain assign for mypy
+
     def instrument(self, app: Chalice) -> None:
-        """Mark API requests and worker invocations; before the stack builds its pollers."""
+        """Mark API requests and worker invocations; before the stack builds its pollers, which
+        take the functions from ``app.handler_map``. Schedules are left to their threads."""
         app.register_middleware(self._middleware, "http")
-        for source in app.event_sources:
-            if isinstance(source, SQSEventConfig):
-                handler = app.handler_map[source.name]
-                app.handler_map[source.name] = self._worker(f"worker {source.name}", handler)
+        workers = [s.name for s in app.event_sources if isinstance(s, SQSEventConfig)]
+        workers += [function.name for function in app.pure_lambda_functions]
+        for name in workers:
+            app.handler_map[name] = self._worker(f"worker {name}", app.handler_map[name])
 
     @contextmanager
     def counting(self) -> Iterator[Counts]:
@@ -208,6 +229,8 @@ def _thread_caller(operation: str, parsed: dict[str, Any]) -> str:
         if operation == "sqs.ReceiveMessage" and not parsed.get("Messages"):
             return EMPTY_RECEIVE
         return POLLER
+    if name.startswith("stream:"):
+        return STREAM_POLLER
     if name.startswith("schedule:"):
         return SCHEDULE
     return OTHER
@@ -499,12 +522,13 @@ def _print_uncounted(run: LifecycleRun) -> None:
         (f"{EMPTY_RECEIVE} ({empty / run.counted_seconds:.0f} a second)", empty),
         *((f"client's status polls: {op}", n) for op, n in polled.items()),
         ("client's uploads straight to S3 (presigned POST)", run.uploads),
+        (STREAM_POLLER, callers[STREAM_POLLER]),
         (SCHEDULE, callers[SCHEDULE]),
         (OTHER, callers[OTHER]),
     ]
     print(
-        f"  not in the total: the empty receives stand for Lambda's event source mapping (not\n"
-        f"  billed to the function); the client polls GET /refunds/{{id}} every "
+        f"  not in the total: the pollers stand for Lambda's event source mappings (not billed\n"
+        f"  to the function); the client polls GET /refunds/{{id}} every "
         f"{POLL_SECONDS * 1000:.0f} ms"
     )
     for name, n in rows:

@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
@@ -965,3 +965,50 @@ def test_an_overdue_review_escalates_when_the_clock_moves_on_X2(business_clock: 
     # AND running the schedule again raises nothing twice
     api.ok("POST", "/_local/schedules/escalate-overdue/run", None)
     assert api.refund(refund_id)["escalation_level"] == 1
+
+
+# ---------------------------------------------------------------------- analytics: O4
+
+
+def test_a_sku_drawing_abnormally_many_refunds_shows_as_an_anomaly_O4(api: Api) -> None:
+    # GIVEN a category of 90 orders paid today: 30 of one SKU, 15 of which are refunded, and
+    # 60 of other SKUs with 2 refunds (rates 0.5 against 2/60)
+    run = uuid.uuid4().hex[:8]
+    category, bad_sku = f"cat-{run}", f"sku-bad-{run}"
+    paid_at = utc(datetime.now(UTC) - timedelta(minutes=5))
+    orders = [
+        api.order(
+            f"o4-{n}",
+            sku=bad_sku if n < 30 else f"sku-ok-{n % 3}-{run}",
+            category=category,
+            paid_at=paid_at,
+        )
+        for n in range(90)
+    ]
+    for order in orders:
+        api.put_order(order)
+    refunded = orders[:15] + orders[30:32]
+    for order in refunded:
+        refund = api.create_refund(order["order_id"], "changed_mind", SPECIFIC)
+        api.upload(refund["refund_id"], "order_screenshot", PNG, "image/png")
+        assert api.submit(refund["refund_id"]).status_code == 200
+    # WHEN customer service reads the stats of the days around today
+    today = datetime.now(UTC).date()
+    period = f"from={today - timedelta(days=1)}&to={today + timedelta(days=1)}"
+
+    def anomalies() -> list[dict[str, Any]]:
+        figures = api.ok("GET", f"/admin/stats?{period}", AGENT_1)
+        return [a for a in figures["anomalies"] if a["key"] == bad_sku]
+
+    found = wait_until(anomalies, lambda seen: bool(seen), "an anomaly of the SKU", 20)
+    # THEN the SKU is flagged against the rest of its category, with the figures behind it
+    assert found == [
+        {
+            "scope": "sku",
+            "key": bad_sku,
+            "orders": 30,
+            "refunds": 15,
+            "rate": 0.5,
+            "baseline_rate": 0.0333,
+        }
+    ]
