@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
+from fractions import Fraction
 
 from .days import shanghai_day
 from .model import Action, Order, Refund, RefundStatus
@@ -37,7 +38,7 @@ HOUR_BUCKETS_PER_HOUR = 10
 MAX_BUCKET_HOURS = 24 * 60
 ANOMALY_MIN_ORDERS = 30
 ANOMALY_FACTOR = 2
-ANOMALY_POINTS = Decimal("0.10")
+ANOMALY_POINTS = Fraction(1, 10)
 HUMAN_DECISIONS = frozenset({Action.APPROVE, Action.REJECT, Action.REQUEST_INFO})
 
 Contribution = dict[tuple[date, str], Counter[str]]
@@ -192,8 +193,9 @@ def _median_hours(histogram: Mapping[str, int]) -> float | None:
     return float(hours.quantize(Decimal("0.01"), rounding=ROUND_HALF_EVEN))
 
 
-def _rate(refunds: int, orders: int) -> Decimal:
-    return Decimal(refunds) / Decimal(orders) if orders else Decimal(0)
+def _rate(refunds: int, orders: int) -> Fraction:
+    """Exact: "at least twice" and "at least 10 points" hold at their very edges too."""
+    return Fraction(refunds, orders) if orders else Fraction(0)
 
 
 def _is_anomaly(orders: int, refunds: int, rest_orders: int, rest_refunds: int) -> bool:
@@ -241,6 +243,6 @@ def _anomaly(
         key,
         orders,
         refunds,
-        float(round(_rate(refunds, orders), 4)),
-        float(round(_rate(rest_refunds, rest_orders), 4)),
+        round(float(_rate(refunds, orders)), 4),
+        round(float(_rate(rest_refunds, rest_orders)), 4),
     )
