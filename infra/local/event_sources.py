@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from chalice.app import ScheduledEventConfig, SQSEventConfig
@@ -265,6 +265,7 @@ class StreamPoller:
 
 
 _RATE = re.compile(r"rate\((\d+) (minute|minutes|hour|hours|day|days)\)")
+_DAILY_CRON = re.compile(r"cron\((\d+) (\d+) \* \* \? \*\)")
 _SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
 
 
@@ -274,11 +275,15 @@ class Schedule:
     def __init__(self, app: Any, source: ScheduledEventConfig, now: Callable[[], datetime]) -> None:
         expression = source.schedule_expression
         text = expression if isinstance(expression, str) else expression.to_string()
-        match = _RATE.fullmatch(text)
-        if match is None:
-            raise ValueError(f"the local stack runs rate() schedules only, not {text}")
         self.name = f"schedule:{source.name}"
-        self.every = int(match.group(1)) * _SECONDS[match.group(2).rstrip("s")]
+        self._daily_at: tuple[int, int] | None = None
+        if rate := _RATE.fullmatch(text):
+            self.every = int(rate.group(1)) * _SECONDS[rate.group(2).rstrip("s")]
+        elif daily := _DAILY_CRON.fullmatch(text):
+            self.every = _SECONDS["day"]
+            self._daily_at = (int(daily.group(2)), int(daily.group(1)))
+        else:
+            raise ValueError(f"the local stack runs rate() and daily cron() schedules, not {text}")
         self._function = source.name
         self._handler = app.handler_map[source.name]
         self._now = now
@@ -295,11 +300,22 @@ class Schedule:
             self._thread.join(timeout=30)
 
     def _run(self) -> None:
-        while not self._stopping.wait(self.every):
+        while not self._stopping.wait(self._until_next()):
             try:
                 self.fire()
             except Exception:
                 log.exception("scheduled function failed", extra={"function": self._function})
+
+    def _until_next(self) -> float:
+        """Seconds to the next firing: a rate's interval, or the next daily UTC time."""
+        if self._daily_at is None:
+            return float(self.every)
+        now = datetime.now(UTC)
+        hour, minute = self._daily_at
+        next_at = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
+        if next_at <= now:
+            next_at += timedelta(days=1)
+        return (next_at - now).total_seconds()
 
     def fire(self) -> Any:
         now = self._now()

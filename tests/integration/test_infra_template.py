@@ -2,8 +2,8 @@
 API.md.
 
 DESIGN.md, "infra/": what Chalice cannot declare (tables, bucket, queues, S3 notifications,
-ReportBatchItemFailures, alarms, IAM, gateway responses) is a CloudFormation template merged
-into `chalice package` output. Nothing but these tests keeps it in step with the PynamoDB models
+ReportBatchItemFailures, stream event sources, alarms, IAM, gateway responses) is a
+CloudFormation template merged into `chalice package` output. Nothing but these tests keeps it in step with the PynamoDB models
 and the workflow's step table, which the local stack and the other tests create their tables
 and queues from, so every expectation here is derived from the code, not restated.
 """
@@ -11,13 +11,17 @@ and queues from, so every expectation here is derived from the code, not restate
 from __future__ import annotations
 
 import fnmatch
+import inspect
 import json
+from collections import Counter
 from collections.abc import Iterable, Mapping
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from chalice.utils import to_cfn_resource_name
 from pynamodb.attributes import TTLAttribute
 from pynamodb.models import Model
 
@@ -28,15 +32,22 @@ from chalicelib.adapters.dynamodb import (
     MessageModel,
     OrderModel,
     RefundModel,
+    StatsModel,
 )
 from chalicelib.adapters.sqs import (
     DEAD_LETTER_RETENTION_SECONDS,
+    QUEUE_PREFIX,
     dead_letter_queue_name,
     queue_attributes,
     queue_name,
 )
+from chalicelib.adapters.stats_store import MARKER_DAYS, DynamoStatsStore
+from chalicelib.api.routes.workers import STREAM_CONSUMERS
 from chalicelib.domain.workflow import WORKFLOW, Step
+from chalicelib.service.ports import CounterChange
 from chalicelib.service.refunds import evidence_key, parse_evidence_key
+from chalicelib.settings import Settings
+from infra.local.event_sources import StreamPoller
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "infra" / "template.yaml"
@@ -50,6 +61,7 @@ TABLE_VARIABLES: dict[type[Model], str] = {
     MessageModel: "REFUNDS_MESSAGES_TABLE",
     IdempotencyModel: "REFUNDS_IDEMPOTENCY_TABLE",
     LedgerModel: "REFUNDS_LEDGER_TABLE",
+    StatsModel: "REFUNDS_STATS_TABLE",
 }
 # Nothing deletes an item: the refunds and the ledger are kept for good, keys expire by TTL.
 TABLE_ACTIONS = {
@@ -58,6 +70,15 @@ TABLE_ACTIONS = {
     "dynamodb:UpdateItem",
     "dynamodb:Query",
 }
+# What Lambda's stream event source mappings do through the function's role. Not ListStreams:
+# it takes no resource but `*`, and a mapping names its stream.
+STREAM_ACTIONS = {
+    "dynamodb:DescribeStream",
+    "dynamodb:GetShardIterator",
+    "dynamodb:GetRecords",
+}
+# A stream keeps a record 24 hours: a mapping gives up on it no later.
+STREAM_RETENTION_SECONDS = 24 * 3600
 ROLE = "RefundsFunctionRole"
 # What the app does on a step queue (send, and a failed attempt's backoff) and what Lambda's
 # event source mapping does through the function's role.
@@ -137,6 +158,14 @@ def _table_of(model: type[Model], resources: dict[str, Any], prod_stage: dict[st
     return found[0]
 
 
+def _table_named(name: str, resources: dict[str, Any]) -> str:
+    """The table resource whose TableName is ``name``."""
+    tables = _of_type(resources, "AWS::DynamoDB::Table")
+    found = [logical for logical, t in tables.items() if t["Properties"]["TableName"] == name]
+    assert len(found) == 1, f"{len(found)} tables named {name!r} in {TEMPLATE.name}"
+    return found[0]
+
+
 def _queue_named(name: str, resources: dict[str, Any]) -> str:
     """The queue resource whose QueueName is ``name``."""
     queues = _of_type(resources, "AWS::SQS::Queue")
@@ -181,6 +210,75 @@ def _arn_pattern(resource: Any) -> str:
     if isinstance(resource, dict) and "Fn::Sub" in resource:
         return str(resource["Fn::Sub"])
     return str(resource)
+
+
+@pytest.fixture(scope="module")
+def prod_settings(chalice_config: dict[str, Any], prod_stage: dict[str, Any]) -> Settings:
+    """The settings a prod function reads from the environment config.json gives it."""
+    return Settings.from_environ(
+        {**chalice_config["environment_variables"], **prod_stage["environment_variables"]}
+    )
+
+
+def _stream_consumers() -> list[tuple[str, str]]:
+    """(function, setting naming its table) for each stream a function reads."""
+    return [
+        (function, setting) for function, tables in STREAM_CONSUMERS.items() for setting in tables
+    ]
+
+
+def _consumer_dead_letter_name(function: str) -> str:
+    """The stream consumer's on-failure queue, named like the step DLQs: ``refunds-<fn>-dlq``."""
+    return f"{QUEUE_PREFIX}{function.replace('_', '-')}-dlq"
+
+
+# IAM authorises a TransactWriteItems by the actions of its items, not an action of its own.
+TRANSACTION_ITEM_ACTIONS = {
+    "Put": "dynamodb:PutItem",
+    "Update": "dynamodb:UpdateItem",
+    "Delete": "dynamodb:DeleteItem",
+    "ConditionCheck": "dynamodb:ConditionCheckItem",
+}
+
+
+class _RecordingDynamoDB:
+    """A DynamoDB client that answers nothing and keeps the IAM action of each call."""
+
+    def __init__(self) -> None:
+        self.actions: set[str] = set()
+
+    def transact_write_items(self, TransactItems: list[dict[str, Any]]) -> dict[str, Any]:
+        for item in TransactItems:
+            (kind,) = item
+            self.actions.add(TRANSACTION_ITEM_ACTIONS[kind])
+        return {}
+
+    def batch_get_item(self, **_: Any) -> dict[str, Any]:
+        self.actions.add("dynamodb:BatchGetItem")
+        return {"Responses": {}}
+
+    def put_item(self, **_: Any) -> dict[str, Any]:
+        self.actions.add("dynamodb:PutItem")
+        return {}
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"the stats store calls {name}: grant its action and list it here")
+
+
+def _stats_store_actions() -> set[str]:
+    """The IAM actions chalicelib/adapters/stats_store.py needs on the stats table: its writes of
+    a change, its reads of a period and daily-stats' record of a day, on a recording client."""
+    client = _RecordingDynamoDB()
+    store = DynamoStatsStore("stats", lambda: client)
+    day = date(2026, 11, 11)
+    store.apply(CounterChange("refunds#rf_01", "1", {(day, "p#0"): Counter(refunds=1)}))
+    store.days(day, day, ["p#0"])
+    store.record_day(day, "{}")
+    return client.actions
+
+
+def _table_actions(model: type[Model]) -> set[str]:
+    return _stats_store_actions() if model is StatsModel else TABLE_ACTIONS
 
 
 # --- DynamoDB -----------------------------------------------------------------------------
@@ -258,6 +356,21 @@ def test_ttl_is_the_models_ttl_attribute(
         assert ttl_names == ["expires_at"]
 
 
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: m.__name__)
+def test_table_streams_are_the_models(
+    model: type[Model], resources: dict[str, Any], prod_stage: dict[str, Any]
+) -> None:
+    """A table has a stream when, and as, its model's Meta declares one: the local stack's
+    create_table makes it from the same ``stream_view_type``."""
+    view = getattr(model.Meta, "stream_view_type", None)
+    props = resources[_table_of(model, resources, prod_stage)]["Properties"]
+
+    if view:
+        assert props["StreamSpecification"] == {"StreamViewType": view}
+    else:
+        assert "StreamSpecification" not in props
+
+
 # --- S3 -----------------------------------------------------------------------------------
 
 
@@ -332,11 +445,13 @@ def test_evidence_uploads_notify_the_verify_evidence_queue(resources: dict[str, 
 # --- SQS: the workflow's step queues ------------------------------------------------------
 
 
-def test_there_is_a_queue_and_a_dead_letter_queue_per_step_and_nothing_else(
+def test_there_are_the_steps_queues_the_stream_consumers_dlqs_and_nothing_else(
     resources: dict[str, Any],
 ) -> None:
-    """GIVEN the workflow's steps WHEN the template is read THEN each step has its two queues."""
+    """GIVEN the workflow's steps and the stream consumers WHEN the template is read THEN each
+    step has its two queues and each stream consumer its on-failure queue."""
     names = {queue_name(step) for step in Step} | {dead_letter_queue_name(step) for step in Step}
+    names |= {_consumer_dead_letter_name(function) for function in STREAM_CONSUMERS}
     declared = [
         q["Properties"]["QueueName"] for q in _of_type(resources, "AWS::SQS::Queue").values()
     ]
@@ -383,7 +498,13 @@ def test_a_message_in_a_dead_letter_queue_raises_an_alarm(
     step: Step, template: dict[str, Any], resources: dict[str, Any]
 ) -> None:
     """A message in a DLQ is a step that failed for good: one alarm on its depth, to the topic."""
-    dead_letter = _queue_named(dead_letter_queue_name(step), resources)
+    _assert_depth_alarm(_queue_named(dead_letter_queue_name(step), resources), template, resources)
+
+
+def _assert_depth_alarm(
+    dead_letter: str, template: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    """One alarm on the queue's depth (>= 1 message over the window) notifies the topic."""
     alarms = [
         alarm["Properties"]
         for alarm in _of_type(resources, "AWS::CloudWatch::Alarm").values()
@@ -410,17 +531,21 @@ def test_a_message_in_a_dead_letter_queue_raises_an_alarm(
 # --- IAM ----------------------------------------------------------------------------------
 
 
-def test_role_reaches_exactly_the_tables_and_their_indexes(
-    resources: dict[str, Any], prod_stage: dict[str, Any]
+def test_role_reaches_exactly_the_tables_their_indexes_and_the_streams_read(
+    resources: dict[str, Any], prod_stage: dict[str, Any], prod_settings: Settings
 ) -> None:
-    """Least privilege with exact ARNs: item actions on the tables, Query on the GSIs by name."""
-    table_names = set(_of_type(resources, "AWS::DynamoDB::Table"))
-    index_arns = {
-        f"${{{_table_of(model, resources, prod_stage)}.Arn}}/index/{index.Meta.index_name}"
-        for model in MODELS
-        for index in model._indexes.values()
-    }
-    assert index_arns
+    """Least privilege with exact ARNs: item actions on the tables (on the stats table, what the
+    stats store calls), Query on the GSIs by name, and on the streams a function reads what
+    Lambda's mapping does."""
+    expected: dict[str, set[str]] = {}
+    for model in MODELS:
+        table = _table_of(model, resources, prod_stage)
+        expected[f"${{{table}.Arn}}"] = _table_actions(model)
+        for index in model._indexes.values():
+            expected[f"${{{table}.Arn}}/index/{index.Meta.index_name}"] = {"dynamodb:Query"}
+    for _, setting in _stream_consumers():
+        table = _table_named(getattr(prod_settings, setting), resources)
+        expected[f"${{{table}.Arn}}/stream/*"] = STREAM_ACTIONS
     granted: dict[str, set[str]] = {}
     for statement in _statements(resources):
         for action in _as_list(statement["Action"]):
@@ -428,11 +553,12 @@ def test_role_reaches_exactly_the_tables_and_their_indexes(
                 for resource in _as_list(statement["Resource"]):
                     granted.setdefault(_arn_pattern(resource), set()).add(action)
 
-    assert {f"${{{name}.Arn}}" for name in table_names} | index_arns == set(granted)
-    for name in table_names:
-        assert granted[f"${{{name}.Arn}}"] == TABLE_ACTIONS
-    for arn in index_arns:
-        assert granted[arn] == {"dynamodb:Query"}
+    assert _stats_store_actions() == {
+        "dynamodb:UpdateItem",
+        "dynamodb:BatchGetItem",
+        "dynamodb:PutItem",
+    }
+    assert granted == expected
 
 
 def test_role_reaches_evidence_objects_only(resources: dict[str, Any]) -> None:
@@ -446,9 +572,13 @@ def test_role_reaches_evidence_objects_only(resources: dict[str, Any]) -> None:
     assert fnmatch.fnmatchcase(evidence_key("rf_01", "ev_01"), pattern.removeprefix(prefix))
 
 
-def test_role_reaches_exactly_the_step_queues(resources: dict[str, Any]) -> None:
+def test_role_reaches_exactly_the_step_queues_and_the_stream_failure_queues(
+    resources: dict[str, Any],
+) -> None:
     """The app sends step messages and sets a failed attempt's visibility; Lambda's event source
-    mappings receive and delete through the function's role. Nothing on the DLQs."""
+    mappings receive and delete through the function's role. Nothing on the steps' DLQs. A
+    stream mapping's on-failure records are sent through the function's role too: SendMessage
+    on the stream consumers' DLQs, and only that."""
     granted: dict[str, set[str]] = {}
     for statement in _statements(resources):
         for action in _as_list(statement["Action"]):
@@ -456,10 +586,13 @@ def test_role_reaches_exactly_the_step_queues(resources: dict[str, Any]) -> None
                 for resource in _as_list(statement["Resource"]):
                     granted.setdefault(_arn_pattern(resource), set()).add(action)
 
-    queues = {_queue_named(queue_name(step), resources) for step in Step}
-    assert set(granted) == {f"${{{name}.Arn}}" for name in queues}
-    for actions in granted.values():
-        assert actions == QUEUE_ACTIONS
+    expected = {
+        f"${{{_queue_named(queue_name(step), resources)}.Arn}}": QUEUE_ACTIONS for step in Step
+    }
+    for function in STREAM_CONSUMERS:
+        dead_letter = _queue_named(_consumer_dead_letter_name(function), resources)
+        expected[f"${{{dead_letter}.Arn}}"] = {"sqs:SendMessage"}
+    assert granted == expected
 
 
 def test_role_grants_no_wildcards(resources: dict[str, Any]) -> None:
@@ -650,5 +783,108 @@ def test_every_schedule_alarms_on_its_errors(
         for alarm in _of_type(resources, "AWS::CloudWatch::Alarm").values()
         if alarm["Properties"].get("MetricName") == "Errors"
     }
-    assert scheduled == {"ResumeSteps", "EscalateOverdue", "CloseStale"}
+    assert scheduled == {"ResumeSteps", "EscalateOverdue", "CloseStale", "DailyStats"}
     assert scheduled <= alarmed
+
+
+def _errors_alarms(resources: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The Errors alarms of the template by the function they watch."""
+    return {
+        alarm["Properties"]["Dimensions"][0]["Value"]["Ref"]: alarm["Properties"]
+        for alarm in _of_type(resources, "AWS::CloudWatch::Alarm").values()
+        if alarm["Properties"].get("MetricName") == "Errors"
+    }
+
+
+def test_errors_alarms_notify_the_topic(resources: dict[str, Any]) -> None:
+    for function, alarm in _errors_alarms(resources).items():
+        assert alarm["Namespace"] == "AWS/Lambda", function
+        assert alarm["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": function}}]
+        assert alarm["Threshold"] == 1, function
+        assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold", function
+        assert alarm["TreatMissingData"] == "notBreaching", function
+        assert alarm["AlarmActions"] == [{"Ref": ALARM_TOPIC}], function
+
+
+# --- Stream consumers (workers.STREAM_CONSUMERS): chalice cannot map a table's stream --------
+
+
+def _stream_events(built: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """(function, event, event properties) of every DynamoDB stream event source mapping."""
+    return [
+        (name, event_name, event["Properties"])
+        for name, function in _of_type(built["Resources"], "AWS::Serverless::Function").items()
+        for event_name, event in function["Properties"].get("Events", {}).items()
+        if event["Type"] == "DynamoDB"
+    ]
+
+
+def test_the_stream_mappings_are_exactly_the_stream_consumers(
+    built: dict[str, Any], resources: dict[str, Any], prod_settings: Settings
+) -> None:
+    """GIVEN STREAM_CONSUMERS WHEN the merged template is read THEN each (function, table) has
+    one mapping, and no other function or table has one."""
+    mapped = [
+        (function, _get_att(props["Stream"], "StreamArn"))
+        for function, _, props in _stream_events(built)
+    ]
+    expected = [
+        (to_cfn_resource_name(function), _table_named(getattr(prod_settings, setting), resources))
+        for function, setting in _stream_consumers()
+    ]
+    assert sorted(mapped) == sorted(expected)
+
+
+@pytest.mark.parametrize(("function", "setting"), _stream_consumers())
+def test_a_stream_consumer_reads_its_tables_stream_and_reports_batch_item_failures(
+    function: str,
+    setting: str,
+    built: dict[str, Any],
+    resources: dict[str, Any],
+    prod_settings: Settings,
+) -> None:
+    """The handler returns the failed record's SequenceNumber in batchItemFailures: without
+    ReportBatchItemFailures Lambda would ignore it and count the whole batch as done. A record
+    that keeps failing is bisected out, retried a bounded number of times, then described to an
+    on-failure queue, before its stream drops it and while the stats markers still hold."""
+    name = to_cfn_resource_name(function)
+    table = _table_named(getattr(prod_settings, setting), resources)
+    (props,) = (
+        p
+        for f, _, p in _stream_events(built)
+        if f == name and _get_att(p["Stream"], "StreamArn") == table
+    )
+    dead_letter = _queue_named(_consumer_dead_letter_name(function), resources)
+    poller_batch = inspect.signature(StreamPoller).parameters["batch_size"].default
+
+    # stored_change reads both images of a record.
+    stream = resources[table]["Properties"]["StreamSpecification"]
+    assert stream == {"StreamViewType": "NEW_AND_OLD_IMAGES"}
+    assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert props["BisectBatchOnFunctionError"] is True
+    assert props["StartingPosition"] == "TRIM_HORIZON"
+    assert props["BatchSize"] == poller_batch
+    assert 0 <= props["MaximumRetryAttempts"] <= 10_000
+    assert 0 < props["MaximumRecordAgeInSeconds"] <= STREAM_RETENTION_SECONDS
+    assert MARKER_DAYS * 86400 > STREAM_RETENTION_SECONDS
+    assert props["DestinationConfig"] == {
+        "OnFailure": {"Type": "SQS", "Destination": {"Fn::GetAtt": [dead_letter, "Arn"]}}
+    }
+
+
+@pytest.mark.parametrize("function", list(STREAM_CONSUMERS))
+def test_a_stream_consumers_failures_are_kept_and_raise_alarms(
+    function: str, template: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    """What a stream mapping gave up on waits 14 days in its DLQ, whose depth alarms like the
+    steps' DLQs; the function's own errors alarm too."""
+    dead_letter = _queue_named(_consumer_dead_letter_name(function), resources)
+    queue = resources[dead_letter]
+    props = queue["Properties"]
+
+    assert props["MessageRetentionPeriod"] == DEAD_LETTER_RETENTION_SECONDS
+    assert props["SqsManagedSseEnabled"] is True
+    assert "RedrivePolicy" not in props
+    assert queue["DeletionPolicy"] == queue["UpdateReplacePolicy"] == "Retain"
+    _assert_depth_alarm(dead_letter, template, resources)
+    assert to_cfn_resource_name(function) in _errors_alarms(resources)

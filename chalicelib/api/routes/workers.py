@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import unquote_plus
 
-from chalice.app import Blueprint, CloudWatchEvent, Rate, SQSEvent
+from chalice.app import Blueprint, CloudWatchEvent, Cron, Rate, SQSEvent
 from pydantic import ValidationError
 
 from chalicelib.adapters.sqs import queue_name
@@ -144,9 +144,10 @@ def _event_time(event: CloudWatchEvent) -> datetime:
     return datetime.fromisoformat(event.time.replace("Z", "+00:00"))
 
 
-@blueprint.schedule(Rate(1, unit=Rate.DAYS), name="daily_stats")
+@blueprint.schedule(Cron(30, 16, "*", "*", "?", "*"), name="daily_stats")
 def daily_stats(event: CloudWatchEvent) -> dict[str, int]:
-    """Keep the figures of the Asia/Shanghai day before the event's time (O4)."""
+    """Keep the figures of the Asia/Shanghai day before the event's time (O4), at 00:30
+    Beijing time: half an hour for the day's last stream records to be counted."""
     figures = analytics.record_yesterday(get_ports(), _event_time(event))
     return {"orders": figures.orders, "refunds": figures.refunds}
 
