@@ -10,6 +10,7 @@ once, or a run and a nudge, never escalate or close anything twice.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -49,14 +50,24 @@ class NudgeAnswer:
 
 def escalate_overdue(ports: Ports, now: datetime) -> int:
     """X2: raise every refund whose promise ran out at ``now``; how many were raised."""
-    raised = 0
+    return _each_due(ports.refunds.list_escalations_due, lambda r: _escalate(ports, r, now), now)
+
+
+def _each_due(
+    list_due: Callable[[datetime, int], list[Refund]],
+    handle: Callable[[str], int],
+    now: datetime,
+) -> int:
+    """Handle every refund a due index lists at ``now``, a page at a time; how many changed.
+    A handled refund leaves the index (or moves past ``now``), so each page is a fresh one."""
+    changed = 0
     for _ in range(MAX_PAGES):
-        due = ports.refunds.list_escalations_due(now, PAGE)
+        due = list_due(now, PAGE)
         for refund in due:
-            raised += _escalate(ports, refund.refund_id, now)
+            changed += handle(refund.refund_id)
         if len(due) < PAGE:
             break
-    return raised
+    return changed
 
 
 def _escalate(ports: Ports, refund_id: str, now: datetime) -> int:
@@ -87,14 +98,7 @@ def _escalate(ports: Ports, refund_id: str, now: datetime) -> int:
 def close_stale(ports: Ports, now: datetime) -> int:
     """Close drafts untouched for 24 hours and needs_info refunds unanswered for 7 days; the
     order is free for a new refund (E4). How many were closed."""
-    closed = 0
-    for _ in range(MAX_PAGES):
-        due = ports.refunds.list_stale(now, PAGE)
-        for refund in due:
-            closed += _close(ports, refund.refund_id, now)
-        if len(due) < PAGE:
-            break
-    return closed
+    return _each_due(ports.refunds.list_stale, lambda r: _close(ports, r, now), now)
 
 
 def _close(ports: Ports, refund_id: str, now: datetime) -> int:

@@ -74,20 +74,13 @@ class LambdaContext:
         return max(0, FUNCTION_TIMEOUT_MS - int((time.monotonic() - self.started) * 1000))
 
 
-class SqsPoller:
-    """Lambda's SQS event source mapping for one handler."""
+class _Poller:
+    """A thread that polls while there is work, and otherwise sleeps until woken (backing
+    off from 50 to 500 ms when nothing wakes it), as an event source mapping does."""
 
-    def __init__(self, app: Any, source: SQSEventConfig, sqs: Any, wakeup: Wakeup) -> None:
-        self.name = f"sqs:{source.queue}"
-        self._handler = app.handler_map[source.name]
-        self._function = source.name
-        self._batch_size = source.batch_size
-        self._sqs = sqs
-        self._url = sqs.get_queue_url(QueueName=source.queue)["QueueUrl"]
-        self._arn = sqs.get_queue_attributes(QueueUrl=self._url, AttributeNames=["QueueArn"])[
-            "Attributes"
-        ]["QueueArn"]
-        self._region = self._arn.split(":")[3]
+    name: str
+
+    def __init__(self, wakeup: Wakeup) -> None:
         self._woken = wakeup.subscribe()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -102,13 +95,17 @@ class SqsPoller:
         if self._thread:
             self._thread.join(timeout=30)
 
+    def poll_once(self) -> int:
+        """Hand over one batch; how many records it held."""
+        raise NotImplementedError
+
     def _run(self) -> None:
         idle = IDLE_FIRST_SECONDS
         while not self._stopping.is_set():
             try:
                 handled = self.poll_once()
             except Exception:
-                log.exception("poller failed; polling on", extra={"queue": self.name})
+                log.exception("poller failed; polling on", extra={"source": self.name})
                 handled = 0
             if handled:
                 idle = IDLE_FIRST_SECONDS
@@ -119,6 +116,23 @@ class SqsPoller:
                 idle = IDLE_FIRST_SECONDS
             else:
                 idle = min(idle * 2, IDLE_MAX_SECONDS)
+
+
+class SqsPoller(_Poller):
+    """Lambda's SQS event source mapping for one handler."""
+
+    def __init__(self, app: Any, source: SQSEventConfig, sqs: Any, wakeup: Wakeup) -> None:
+        super().__init__(wakeup)
+        self.name = f"sqs:{source.queue}"
+        self._handler = app.handler_map[source.name]
+        self._function = source.name
+        self._batch_size = source.batch_size
+        self._sqs = sqs
+        self._url = sqs.get_queue_url(QueueName=source.queue)["QueueUrl"]
+        self._arn = sqs.get_queue_attributes(QueueUrl=self._url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+        self._region = self._arn.split(":")[3]
 
     def poll_once(self) -> int:
         """Receive one batch and hand it to the handler; how many messages it held."""
@@ -165,7 +179,7 @@ class SqsPoller:
         }
 
 
-class StreamPoller:
+class StreamPoller(_Poller):
     """Lambda's DynamoDB stream event source mapping for one table and one function: each
     shard read in order from its trim horizon, a batch handed over as Lambda's records, and
     after a ``batchItemFailures`` the shard read again from the failed record."""
@@ -179,6 +193,7 @@ class StreamPoller:
         wakeup: Wakeup,
         batch_size: int = 100,
     ) -> None:
+        super().__init__(wakeup)
         self.name = f"stream:{stream_arn.split('/')[1]}"
         self._handler = app.handler_map[function]
         self._function = function
@@ -186,37 +201,6 @@ class StreamPoller:
         self._streams = streams
         self._batch_size = batch_size
         self._iterators: dict[str, str] = {}
-        self._woken = wakeup.subscribe()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self._woken.set()
-        if self._thread:
-            self._thread.join(timeout=30)
-
-    def _run(self) -> None:
-        idle = IDLE_FIRST_SECONDS
-        while not self._stopping.is_set():
-            try:
-                handled = self.poll_once()
-            except Exception:
-                log.exception("stream poller failed; polling on", extra={"stream": self.name})
-                handled = 0
-            if handled:
-                idle = IDLE_FIRST_SECONDS
-                continue
-            self._woken.wait(idle)
-            if self._woken.is_set():
-                self._woken.clear()
-                idle = IDLE_FIRST_SECONDS
-            else:
-                idle = min(idle * 2, IDLE_MAX_SECONDS)
 
     def poll_once(self) -> int:
         """Read each shard once; how many records were handed over."""

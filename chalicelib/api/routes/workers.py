@@ -5,6 +5,7 @@ calls the step's use case; chalicelib/api/queues.py reports failures back to SQS
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 from urllib.parse import unquote_plus
@@ -21,6 +22,7 @@ from chalicelib.bootstrap import get_ports
 from chalicelib.domain.workflow import WORKFLOW, Step
 from chalicelib.service import analytics, orders, payout, promises, refunds, review, workflow
 from chalicelib.service.exceptions import StepRejected
+from chalicelib.service.ports import Ports
 from chalicelib.service.workflow import DONE, StepOutcome
 
 __all__ = ["blueprint"]
@@ -44,40 +46,35 @@ def _guarded(handle: Any) -> Any:
     return run
 
 
-@blueprint.on_sqs_message(
-    queue=queue_name(Step.AUTO_REVIEW), batch_size=WORKFLOW[Step.AUTO_REVIEW].batch_size
-)
-def auto_review_worker(event: SQSEvent) -> dict[str, Any]:
+def _refund_steps(event: SQSEvent, handle: Callable[[Ports, str, int], StepOutcome]) -> Any:
+    """A batch of step messages, each naming its refund, handed to the step's use case."""
     ports = get_ports()
     return run_batch(
         event.to_dict(),
         ports.steps,
-        _guarded(lambda body, n: review.handle_auto_review(ports, step_refund_id(body), n)),
+        _guarded(lambda body, received: handle(ports, step_refund_id(body), received)),
     )
+
+
+@blueprint.on_sqs_message(
+    queue=queue_name(Step.AUTO_REVIEW), batch_size=WORKFLOW[Step.AUTO_REVIEW].batch_size
+)
+def auto_review_worker(event: SQSEvent) -> dict[str, Any]:
+    return _refund_steps(event, review.handle_auto_review)
 
 
 @blueprint.on_sqs_message(
     queue=queue_name(Step.PAYOUT), batch_size=WORKFLOW[Step.PAYOUT].batch_size
 )
 def payout_worker(event: SQSEvent) -> dict[str, Any]:
-    ports = get_ports()
-    return run_batch(
-        event.to_dict(),
-        ports.steps,
-        _guarded(lambda body, n: payout.handle_payout(ports, step_refund_id(body), n)),
-    )
+    return _refund_steps(event, payout.handle_payout)
 
 
 @blueprint.on_sqs_message(
     queue=queue_name(Step.CONFIRM_PAYOUT), batch_size=WORKFLOW[Step.CONFIRM_PAYOUT].batch_size
 )
 def confirm_payout_worker(event: SQSEvent) -> dict[str, Any]:
-    ports = get_ports()
-    return run_batch(
-        event.to_dict(),
-        ports.steps,
-        _guarded(lambda body, n: payout.handle_confirm_payout(ports, step_refund_id(body), n)),
-    )
+    return _refund_steps(event, payout.handle_confirm_payout)
 
 
 @blueprint.on_sqs_message(
