@@ -282,3 +282,32 @@ def test_a_draft_or_a_finished_refund_cannot_be_nudged(ports: Ports, status: Ref
     ports.refunds.add(sample_refund(refund_id, FRIDAY, status=status))
     with pytest.raises(Conflict):
         promises.nudge(ports, "u-1", refund_id)
+
+
+def test_a_nudge_while_the_user_is_asked_for_more_says_so(ports: Ports, steps: StepDriver) -> None:
+    refund_id = open_refund(ports)
+    steps.run()
+    review.claim(ports, AGENT, refund_id)
+    review.request_info(ports, AGENT, refund_id, "请补充卡密截图")
+    answer = promises.nudge(ports, "u-1", refund_id)
+    assert (answer.escalated, answer.review_due_at, answer.payout_due_at) == (False, None, None)
+    assert "waits for the information" in answer.message
+
+
+def test_a_nudge_while_the_goods_come_back_says_so(ports: Ports, steps: StepDriver) -> None:
+    from chalicelib.domain.model import EvidenceKind, OrderKind, OrderStatus
+
+    refund_id = open_refund(
+        ports,
+        reason=Reason.CHANGED_MIND,
+        kinds=(EvidenceKind.ORDER_SCREENSHOT,),
+        kind=OrderKind.PHYSICAL,
+        status=OrderStatus.SHIPPED,
+    )
+    steps.run()
+    review.claim(ports, AGENT, refund_id)
+    review.approve(ports, AGENT, review.Approve(refund_id, None, None))
+    assert stored(ports, refund_id).status is S.AWAITING_RETURN
+    answer = promises.nudge(ports, "u-1", refund_id)
+    assert answer.escalated is False
+    assert "returned goods" in answer.message
