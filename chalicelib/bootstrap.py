@@ -14,6 +14,7 @@ from chalicelib.settings import Settings, get_settings
 if TYPE_CHECKING:
     from chalicelib.adapters.auth import TokenVerifier
     from chalicelib.adapters.channels.simulator import SimulatorControl
+    from chalicelib.adapters.event_log import LocalEventLog
     from chalicelib.domain.model import PaymentChannel
     from chalicelib.service.ports import (
         Clock,
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = [
     "build_ports",
     "build_verifier",
+    "get_event_log",
     "get_ports",
     "get_simulator_control",
     "get_verifier",
@@ -64,6 +66,15 @@ def _dynamodb_client(settings: Settings) -> Any:
 
 
 @functools.cache
+def _events_client(settings: Settings) -> Any:
+    import boto3
+
+    return boto3.client(
+        "events", region_name=settings.region, endpoint_url=settings.aws_endpoint_url
+    )
+
+
+@functools.cache
 def _sqs_client(settings: Settings) -> Any:
     import boto3
 
@@ -81,6 +92,7 @@ def build_ports(settings: Settings, clock: Clock | None = None) -> Ports:
         DynamoRefundRepository,
         bind_models,
     )
+    from chalicelib.adapters.eventbridge import EventBridgeBus
     from chalicelib.adapters.holidays import china_working_day
     from chalicelib.adapters.ids import UlidGenerator
     from chalicelib.adapters.s3_evidence import S3EvidenceStore
@@ -114,6 +126,7 @@ def build_ports(settings: Settings, clock: Clock | None = None) -> Ports:
         },
         ledger=ledger,
         stats=DynamoStatsStore(settings.stats_table, lambda: _dynamodb_client(settings)),
+        events=EventBridgeBus(settings.event_bus, lambda: _events_client(settings)),
         config=ServiceConfig(
             idempotency_lease_seconds=settings.idempotency_lease_seconds,
             idempotency_keep_hours=settings.idempotency_keep_hours,
@@ -289,3 +302,14 @@ def get_simulator_control() -> SimulatorControl:
     if not settings.channel_simulator_url:
         raise RuntimeError("REFUNDS_CHANNEL_SIMULATOR_URL is not set (the local stack sets it)")
     return SimulatorControl(settings.channel_simulator_url)
+
+
+@functools.cache
+def get_event_log() -> LocalEventLog:
+    """The local stage's record of the events its bus delivered (``/_local/events``)."""
+    from chalicelib.adapters.event_log import LocalEventLog
+
+    settings = get_settings()
+    if not settings.event_log_table:
+        raise RuntimeError("the event log exists in the local stage only")
+    return LocalEventLog(settings.event_log_table, lambda: _dynamodb_client(settings))

@@ -46,6 +46,7 @@ class Settings:
     evidence_bucket: str
     ledger_table: str
     stats_table: str
+    event_bus: str
     jwt_secret: str | None
     jwks_url: str | None
     jwt_issuer: str | None
@@ -74,6 +75,8 @@ class Settings:
     """Configured days off (REFUNDS_EXTRA_HOLIDAYS, ISO dates, comma-separated)."""
     working_days: frozenset[date] = frozenset()
     """Configured working days (REFUNDS_EXTRA_WORKING_DAYS), e.g. a year the table lacks."""
+    event_log_table: str | None = None
+    """The local stage's record of the events a consumer of the bus received."""
     channel_credentials_secret: str | None = None
     """Deployed stages: the Secrets Manager secret of the channels' keys."""
 
@@ -100,6 +103,10 @@ class Settings:
             evidence_bucket=env.get("REFUNDS_EVIDENCE_BUCKET", f"{prefix}-evidence"),
             ledger_table=env.get("REFUNDS_LEDGER_TABLE", f"{prefix}-ledger"),
             stats_table=env.get("REFUNDS_STATS_TABLE", f"{prefix}-stats"),
+            event_bus=env.get("REFUNDS_EVENT_BUS", f"refunds-{stage}"),
+            event_log_table=env.get("REFUNDS_EVENT_LOG_TABLE", f"{prefix}-event-log")
+            if local
+            else None,
             jwt_secret=env.get("REFUNDS_JWT_SECRET", DEFAULT_LOCAL_JWT_SECRET) if local else None,
             jwks_url=env.get("REFUNDS_JWKS_URL") or None,
             jwt_issuer=env.get("REFUNDS_JWT_ISSUER") or None,

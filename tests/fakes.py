@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 from chalicelib.adapters.holidays import china_working_day
 from chalicelib.domain.calendar import WorkingCalendar
 from chalicelib.domain.days import shanghai_day
+from chalicelib.domain.events import RefundEvent
 from chalicelib.domain.model import (
     Message,
     Order,
@@ -70,6 +71,7 @@ from chalicelib.service.ports import (
 __all__ = [
     "NOW",
     "FakeClock",
+    "FakeEventBus",
     "FakeEvidenceStore",
     "FakeGateway",
     "FakeIdempotencyStore",
@@ -781,6 +783,18 @@ class FakeStatsStore(_Faults):
         self.days_recorded[day] = figures
 
 
+class FakeEventBus(_Faults):
+    """The bus: every event published, in order, duplicates included."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.published: list[RefundEvent] = []
+
+    def publish(self, events: list[RefundEvent]) -> None:
+        self._enter("publish")
+        self.published.extend(events)
+
+
 # --- wiring and builders -------------------------------------------------------------------
 
 
@@ -807,6 +821,7 @@ def make_ports(
         },
         "ledger": ledger,
         "stats": FakeStatsStore(),
+        "events": FakeEventBus(),
         "config": config or ServiceConfig(),
         "calendar": calendar,
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from chalicelib.domain.model import Order, Refund
-from chalicelib.service.analytics import StoredChange
+from chalicelib.service.ports import StoredChange
 
 from .codec import load_order, load_refund
 

@@ -46,6 +46,7 @@ __all__ = [
     "AdminRefundOut",
     "AppealIn",
     "ApproveIn",
+    "AsyncApiOut",
     "ChannelSettingsIn",
     "ChannelSettingsOut",
     "ClockIn",
@@ -56,6 +57,8 @@ __all__ = [
     "EvidenceSlotOut",
     "HealthOut",
     "ListRefundsQuery",
+    "LocalEventsOut",
+    "LocalEventsQuery",
     "MessageIn",
     "MessageOut",
     "NoContent",
@@ -69,6 +72,7 @@ __all__ = [
     "QueueQuery",
     "QuoteOut",
     "QuoteQuery",
+    "RefundEventOut",
     "RefundListOut",
     "RefundOut",
     "RefundPolicyOut",
@@ -682,3 +686,52 @@ class StatsOut(Out):
     median_payout_hours: float | None
     sla_breaches: SlaBreachesOut
     anomalies: list[AnomalyOut]
+
+
+class RefundEventDetailOut(Out):
+    """The ``detail`` of a refund event (API.md, "Events for the rest of the platform")."""
+
+    event_id: str = Field(description="refund id and version: the same on every redelivery")
+    refund_id: str
+    order_id: str
+    user_id: str
+    status: RefundStatus
+    previous_status: RefundStatus | None
+    amount: int
+    approved_amount: int | None
+    channel: PaymentChannel
+    escalation_level: int
+    version: int
+    at: datetime
+
+
+class RefundEventOut(Out):
+    """A refund event as EventBridge delivers it (source ``refunds``)."""
+
+    model_config = ConfigDict(
+        populate_by_name=True, from_attributes=True, extra="allow", defer_build=True
+    )
+    source: Literal["refunds"]
+    detail_type: str = Field(
+        alias="detail-type",
+        pattern=r"^refund\.[a-z_]+$",
+        description="refund.<status> or refund.escalated",
+    )
+    time: datetime
+    detail: RefundEventDetailOut
+
+
+class LocalEventsQuery(Query):
+    refund_id: Id
+
+
+class LocalEventsOut(Out):
+    items: list[RefundEventOut]
+
+
+class AsyncApiOut(Out):
+    """An AsyncAPI 3 document (the keys of the AsyncAPI specification)."""
+
+    model_config = ConfigDict(extra="allow")
+    asyncapi: str
+    info: dict[str, Any]

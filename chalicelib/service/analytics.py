@@ -4,7 +4,7 @@ period's figures from the counters, never from the refunds themselves."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import date, datetime, timedelta
 
 from chalicelib.domain.days import shanghai_day
@@ -18,21 +18,11 @@ from chalicelib.domain.stats import (
 )
 
 from .exceptions import InvalidInput
-from .ports import CounterChange, Ports
+from .ports import CounterChange, Ports, StoredChange
 
 __all__ = ["MAX_PERIOD_DAYS", "StoredChange", "count_change", "period_stats", "record_yesterday"]
 
 MAX_PERIOD_DAYS = 366
-
-
-@dataclass(frozen=True)
-class StoredChange:
-    """One stored change of an order or a refund (a stream record): before and after."""
-
-    source: str
-    sequence_number: str
-    before: Order | Refund | None
-    after: Order | Refund | None
 
 
 def count_change(ports: Ports, stored: StoredChange) -> bool:

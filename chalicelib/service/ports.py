@@ -9,6 +9,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from chalicelib.domain.calendar import WorkingCalendar
+from chalicelib.domain.events import RefundEvent
 from chalicelib.domain.model import (
     Message,
     Order,
@@ -23,6 +24,7 @@ from chalicelib.domain.workflow import Step
 __all__ = [
     "Clock",
     "CounterChange",
+    "EventBus",
     "EvidenceStore",
     "IdGenerator",
     "IdempotencyRecord",
@@ -41,6 +43,7 @@ __all__ = [
     "StatementEntry",
     "StatsStore",
     "StepQueue",
+    "StoredChange",
     "StoredObject",
     "StoredOrder",
     "WalletLedger",
@@ -352,6 +355,24 @@ class WalletLedger(Protocol):
 
 
 @dataclass(frozen=True)
+class StoredChange:
+    """One stored change of an order or a refund (a stream record): before and after."""
+
+    source: str
+    sequence_number: str
+    before: Order | Refund | None
+    after: Order | Refund | None
+
+
+class EventBus(Protocol):
+    """Where refund events go for the rest of the platform (EventBridge)."""
+
+    def publish(self, events: list[RefundEvent]) -> None:
+        """Publish every event, or raise: nothing is dropped silently."""
+        ...
+
+
+@dataclass(frozen=True)
 class CounterChange:
     """What one stored change of an order or a refund adds to the analytics' counters."""
 
@@ -428,6 +449,7 @@ class Ports:
     """Each channel's refund API; ``balance`` is the platform's own wallet ledger."""
     ledger: WalletLedger
     stats: StatsStore
+    events: EventBus
     config: ServiceConfig = field(default_factory=ServiceConfig)
     calendar: WorkingCalendar = field(default_factory=WorkingCalendar)
     """Working days (mainland China); the repository reads the same one for its indexes."""

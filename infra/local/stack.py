@@ -29,6 +29,7 @@ from chalice.local import (
 )
 
 from .channel_simulator import ChannelSimulator
+from .event_consumer import EventConsumer, create_event_route
 from .event_sources import StreamPoller, Wakeup, event_source_services
 
 __all__ = [
@@ -166,6 +167,7 @@ _WAKING_SQS_TARGETS = frozenset(
         "AmazonSQS.SendMessageBatch",
         "AmazonSQS.ChangeMessageVisibility",
         "AmazonSQS.ChangeMessageVisibilityBatch",
+        "AWSEvents.PutEvents",  # a rule's SQS target is sent inside the PutEvents request
     }
 )
 
@@ -302,6 +304,13 @@ class LocalStack:
         sqs = ports.steps.client  # type: ignore[attr-defined]
         create_step_queues(sqs)
         notify_uploads(s3, sqs, settings.evidence_bucket)
+        event_queue = create_event_route(
+            ports.events.client,  # type: ignore[attr-defined]
+            sqs,
+            ports.stats.client,  # type: ignore[attr-defined]
+            settings.event_bus,
+            settings.event_log_table or "",
+        )
         bootstrap.install(ports, bootstrap.build_verifier(settings))
         if self.seed:
             self.seed(ports)
@@ -315,6 +324,13 @@ class LocalStack:
             api,
             *event_source_services(app, sqs, self._wakeup, business_now),
             *_stream_consumers(app, settings, self._table_wakeup),
+            EventConsumer(
+                sqs,
+                ports.stats.client,  # type: ignore[attr-defined]
+                event_queue,
+                settings.event_log_table or "",
+                self._wakeup,
+            ),
         ]
         for index, service in enumerate(self.services):
             try:

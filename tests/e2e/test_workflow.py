@@ -1018,3 +1018,59 @@ def test_a_sku_drawing_abnormally_many_refunds_shows_as_an_anomaly_O4(api: Api) 
             "baseline_rate": 0.0333,
         }
     ]
+
+
+# ---------------------------------------------------------------------- events
+
+
+def test_a_fast_tracked_refunds_events_reach_a_consumer_once_each_in_order(api: Api) -> None:
+    from jsonschema import Draft202012Validator
+
+    # GIVEN the events' schema as the API publishes it
+    document = api.ok("GET", "/asyncapi.json", None)
+    schema = {
+        "$ref": "#/components/schemas/RefundEventOut",
+        "components": {"schemas": document["components"]["schemas"]},
+    }
+    validator = Draft202012Validator(schema)
+    # WHEN a platform-fault refund is created, submitted, and paid with no person (O2)
+    order = api.order("ev", platform_fault="duplicate_charge")
+    api.put_order(order)
+    refund = api.create_refund(order["order_id"], "duplicate_charge", SPECIFIC)
+    refund_id = refund["refund_id"]
+    assert api.submit(refund_id).status_code == 200
+    api.wait_status(refund_id, "paid")
+    expected = [
+        "refund.draft",
+        "refund.submitted",
+        "refund.approved",
+        "refund.paying",
+        "refund.paid",
+    ]
+
+    def received() -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = api.ok("GET", f"/_local/events?refund_id={refund_id}", None)[
+            "items"
+        ]
+        return items
+
+    events = wait_until(
+        received, lambda got: len({e["detail"]["event_id"] for e in got}) >= 5, "five events"
+    )
+    # THEN the consumer has each change once by event_id, in order of version, valid by schema
+    distinct = {e["detail"]["event_id"]: e for e in events}
+    ordered = sorted(distinct.values(), key=lambda e: e["detail"]["version"])
+    assert [e["detail-type"] for e in ordered] == expected
+    assert [e["detail"]["previous_status"] for e in ordered] == [
+        None,
+        "draft",
+        "submitted",
+        "approved",
+        "paying",
+    ]
+    for event in events:
+        assert event["source"] == "refunds"
+        assert not list(validator.iter_errors(event)), event
+    # AND none is missing: one per status the refund's history went through
+    history = api.refund(refund_id)["history"]
+    assert [f"refund.{h['to']}" for h in history if h["to"]] == expected

@@ -135,3 +135,21 @@ def test_the_days_figures_are_kept_by_daily_stats(api: Api, aws: Any) -> None:
     ran = api.post("/_local/schedules/daily-stats/run", None, {})
     assert ran.status == 200
     assert set(ran.json["result"]) == {"orders", "refunds"}
+
+
+def test_the_events_are_described_by_an_asyncapi_document(public_api: Api) -> None:
+    answer = public_api.get("/asyncapi.json")
+    assert answer.status == 200
+    document = answer.json
+    assert document["asyncapi"].startswith("3.")
+    channel = document["channels"]["refundEvents"]
+    assert channel["address"] == "refunds-local"
+    payload = document["components"]["schemas"]["RefundEventOut"]
+    assert {"source", "detail-type", "time", "detail"} <= set(payload["required"])
+    detail = document["components"]["schemas"]["RefundEventDetailOut"]
+    assert "event_id" in detail["required"]
+
+
+def test_the_local_event_record_needs_a_refund_id(api: Api) -> None:
+    missing = api.get("/_local/events", None)
+    assert (missing.status, missing.fields()) == (400, ["refund_id"])

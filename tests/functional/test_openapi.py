@@ -47,6 +47,8 @@ ROUTES = {
     ("/_local/channels/{channel}/statement", "get"),
     ("/_local/schedules/{name}/run", "post"),
     ("/_local/clock", "post"),
+    ("/_local/events", "get"),
+    ("/asyncapi.json", "get"),
 }
 PUBLIC = {
     ("/health", "get"),
@@ -57,6 +59,8 @@ PUBLIC = {
     ("/_local/channels/{channel}/statement", "get"),
     ("/_local/schedules/{name}/run", "post"),
     ("/_local/clock", "post"),
+    ("/_local/events", "get"),
+    ("/asyncapi.json", "get"),
 }
 DECISION = {200, 400, 401, 403, 404, 409, 413, 415}
 
@@ -92,6 +96,8 @@ STATUSES = {
     ("/_local/channels/{channel}/statement", "get"): {200, 400, 404},
     ("/_local/schedules/{name}/run", "post"): {200, 400, 404},
     ("/_local/clock", "post"): {200, 400, 404, 413, 415},
+    ("/_local/events", "get"): {200, 400, 404},
+    ("/asyncapi.json", "get"): {200, 400},
     ("/refunds/{refund_id}/nudge", "post"): {200, 400, 401, 404, 409, 429},
 }
 

@@ -17,11 +17,13 @@ from chalicelib.api.models import (
     ChannelSettingsOut,
     ClockIn,
     ClockOut,
+    LocalEventsOut,
+    LocalEventsQuery,
     ScheduleRunOut,
     StatementOut,
     StatementQuery,
 )
-from chalicelib.bootstrap import get_ports, get_simulator_control, get_verifier
+from chalicelib.bootstrap import get_event_log, get_ports, get_simulator_control, get_verifier
 from chalicelib.domain.days import shanghai_day
 from chalicelib.domain.model import PaymentChannel
 from chalicelib.domain.stats import PeriodStats
@@ -139,3 +141,19 @@ def set_clock(call: Call) -> ClockOut:
     else:
         now = clock.reset()
     return ClockOut(now=now)
+
+
+@api.route(
+    "/_local/events",
+    "GET",
+    access=Access.PUBLIC,
+    query=LocalEventsQuery,
+    response=LocalEventsOut,
+    errors=(404,),  # in every deployed stage
+    summary="Local stage: the events a consumer of the bus received for a refund",
+)
+def received_events(call: Call) -> LocalEventsOut:
+    _local_only("/_local/events")
+    return LocalEventsOut.model_validate(
+        {"items": get_event_log().for_refund(call.query.refund_id)}
+    )

@@ -7,11 +7,19 @@ from functools import lru_cache
 
 from chalice.app import Blueprint
 
+from chalicelib.api.asyncapi import build_asyncapi
 from chalicelib.api.http import ROUTES, Access, Call, Reply, Router
-from chalicelib.api.models import HealthOut, OpenApiOut, RefundPolicyOut, RefundPolicyQuery
+from chalicelib.api.models import (
+    AsyncApiOut,
+    HealthOut,
+    OpenApiOut,
+    RefundPolicyOut,
+    RefundPolicyQuery,
+)
 from chalicelib.api.openapi import build_openapi
 from chalicelib.bootstrap import get_verifier
 from chalicelib.domain.rules import rules_for
+from chalicelib.settings import get_settings
 
 __all__ = ["blueprint"]
 
@@ -50,3 +58,19 @@ def openapi(call: Call) -> Reply:
 )
 def refund_policy(call: Call) -> RefundPolicyOut:
     return RefundPolicyOut.of(call.query.kind, rules_for(call.query.kind))
+
+
+@lru_cache(maxsize=1)
+def _asyncapi_document() -> str:
+    return json.dumps(build_asyncapi(get_settings().event_bus), ensure_ascii=False)
+
+
+@api.route(
+    "/asyncapi.json",
+    "GET",
+    access=Access.PUBLIC,
+    response=AsyncApiOut,
+    summary="The AsyncAPI 3 document of the refund events",
+)
+def asyncapi(call: Call) -> Reply:
+    return Reply(_asyncapi_document())

@@ -20,7 +20,16 @@ from chalicelib.api.models import OrderIn
 from chalicelib.api.queues import run_batch, step_refund_id
 from chalicelib.bootstrap import get_ports
 from chalicelib.domain.workflow import WORKFLOW, Step
-from chalicelib.service import analytics, orders, payout, promises, refunds, review, workflow
+from chalicelib.service import (
+    analytics,
+    events,
+    orders,
+    payout,
+    promises,
+    refunds,
+    review,
+    workflow,
+)
 from chalicelib.service.exceptions import StepRejected
 from chalicelib.service.ports import Ports
 from chalicelib.service.workflow import DONE, StepOutcome
@@ -149,7 +158,10 @@ def daily_stats(event: CloudWatchEvent) -> dict[str, int]:
     return {"orders": figures.orders, "refunds": figures.refunds}
 
 
-STREAM_CONSUMERS = {"stats_consumer": ("orders_table", "refunds_table")}
+STREAM_CONSUMERS = {
+    "stats_consumer": ("orders_table", "refunds_table"),
+    "events_publisher": ("refunds_table",),
+}
 """Which function reads which tables' streams: the template maps them, the local stack polls
 them (a stream's ARN is known only once its table exists, so Chalice cannot declare them)."""
 
@@ -173,6 +185,16 @@ def stats_consumer(event: dict[str, Any], context: Any) -> dict[str, Any]:
                 extra={"sequence": record["dynamodb"]["SequenceNumber"]},
             )
             return {"batchItemFailures": [{"itemIdentifier": record["dynamodb"]["SequenceNumber"]}]}
+    return {"batchItemFailures": []}
+
+
+@blueprint.lambda_function(name="events_publisher")
+def events_publisher(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """The refunds' stream records, published as refund events (API.md, "Events"): the
+    stream is the outbox. A batch that fails is handed over again whole (bisected on
+    error by the mapping): events are at least once, their event_id the same each time."""
+    changes = [c for record in event.get("Records", []) if (c := stored_change(record))]
+    events.publish_changes(get_ports(), changes)
     return {"batchItemFailures": []}
 
 
