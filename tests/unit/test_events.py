@@ -117,3 +117,22 @@ def test_a_batch_publishes_its_events_in_order_and_nothing_for_orders(
         ("refund.draft", 1),
         ("refund.submitted", 2),
     ]
+
+
+def test_a_publisher_that_dies_before_publishing_delays_the_event_never_drops_it(
+    make_refund: Callable[..., model.Refund],
+) -> None:
+    # GIVEN a stored change whose publication fails (the bus refuses, or the process dies)
+    ports = make_ports()
+    bus = ports.events
+    assert isinstance(bus, FakeEventBus)
+    created = make_refund(version=1)
+    change = StoredChange("refunds#" + created.refund_id, "7", None, created)
+    bus.fail_next("publish")
+    with pytest.raises(RuntimeError):
+        publish_changes(ports, [change])
+    assert bus.published == []
+    # WHEN the stream hands the same record over again (it keeps it until it is handled)
+    publish_changes(ports, [change])
+    # THEN the event is published, with the change's own event_id
+    assert [e.event_id for e in bus.published] == [f"{created.refund_id}#1"]
