@@ -2,7 +2,7 @@
 API.md.
 
 DESIGN.md, "infra/": what Chalice cannot declare (tables, bucket, queues, S3 notifications,
-ReportBatchItemFailures, stream event sources, alarms, IAM, gateway responses) is a
+ReportBatchItemFailures, stream event sources, the event bus, alarms, IAM, gateway responses) is a
 CloudFormation template merged into `chalice package` output. Nothing but these tests keeps it in step with the PynamoDB models
 and the workflow's step table, which the local stack and the other tests create their tables
 and queues from, so every expectation here is derived from the code, not restated.
@@ -15,7 +15,7 @@ import inspect
 import json
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from chalicelib.adapters.dynamodb import (
     RefundModel,
     StatsModel,
 )
+from chalicelib.adapters.eventbridge import EventBridgeBus
 from chalicelib.adapters.sqs import (
     DEAD_LETTER_RETENTION_SECONDS,
     QUEUE_PREFIX,
@@ -43,6 +44,8 @@ from chalicelib.adapters.sqs import (
 )
 from chalicelib.adapters.stats_store import MARKER_DAYS, DynamoStatsStore
 from chalicelib.api.routes.workers import STREAM_CONSUMERS
+from chalicelib.domain.events import SOURCE, RefundEvent
+from chalicelib.domain.model import RefundStatus
 from chalicelib.domain.workflow import WORKFLOW, Step
 from chalicelib.service.ports import CounterChange
 from chalicelib.service.refunds import evidence_key, parse_evidence_key
@@ -93,6 +96,9 @@ QUEUE_ACTIONS = {
 # AWS: a Lambda event source queue's visibility timeout is at least 6 x the function's timeout.
 VISIBILITY_PER_FUNCTION_TIMEOUT = 6
 ALARM_WINDOW_SECONDS = 300
+# Replays of the refund events to a consumer's rule reach back a year, like the logs.
+ARCHIVE_MIN_DAYS = 365
+ORDER_SYSTEM_RULE = "OrderSystemRefundPaidRule"
 ALARM_TOPIC = "AlarmTopic"
 ENVELOPE_CODES = {
     "MISSING_AUTHENTICATION_TOKEN": (404, "not_found"),
@@ -789,11 +795,19 @@ def test_every_schedule_alarms_on_its_errors(
 
 def _errors_alarms(resources: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The Errors alarms of the template by the function they watch."""
-    return {
-        alarm["Properties"]["Dimensions"][0]["Value"]["Ref"]: alarm["Properties"]
-        for alarm in _of_type(resources, "AWS::CloudWatch::Alarm").values()
-        if alarm["Properties"].get("MetricName") == "Errors"
-    }
+    return _function_alarms(resources, "Errors")
+
+
+def _function_alarms(resources: dict[str, Any], metric: str) -> dict[str, dict[str, Any]]:
+    """The alarms of the template on a function's ``metric``, by the function they watch."""
+    alarms: dict[str, dict[str, Any]] = {}
+    for alarm in _of_type(resources, "AWS::CloudWatch::Alarm").values():
+        props = alarm["Properties"]
+        if props.get("MetricName") == metric:
+            function = props["Dimensions"][0]["Value"]["Ref"]
+            assert function not in alarms, f"two {metric} alarms on {function}"
+            alarms[function] = props
+    return alarms
 
 
 def test_errors_alarms_notify_the_topic(resources: dict[str, Any]) -> None:
@@ -887,4 +901,171 @@ def test_a_stream_consumers_failures_are_kept_and_raise_alarms(
     assert "RedrivePolicy" not in props
     assert queue["DeletionPolicy"] == queue["UpdateReplacePolicy"] == "Retain"
     _assert_depth_alarm(dead_letter, template, resources)
-    assert to_cfn_resource_name(function) in _errors_alarms(resources)
+    name = to_cfn_resource_name(function)
+    assert name in _errors_alarms(resources)
+
+    # A record retried holds its shard back, whether or not its invocation fails (a record
+    # reported in batchItemFailures fails none): the age of what the consumer reads tells, and
+    # must tell before the mapping gives the records up.
+    age = _function_alarms(resources, "IteratorAge").get(name)
+    assert age is not None, f"no IteratorAge alarm on {name}"
+    mappings = [
+        event["Properties"]
+        for event in resources[name]["Properties"]["Events"].values()
+        if event["Type"] == "DynamoDB"
+    ]
+    assert mappings
+    assert age["Namespace"] == "AWS/Lambda"
+    assert age["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": name}}]
+    assert age["Statistic"] == "Maximum"
+    assert age["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    assert 0 < age["Threshold"] < min(m["MaximumRecordAgeInSeconds"] for m in mappings) * 1000
+    assert age["Period"] * age["EvaluationPeriods"] == ALARM_WINDOW_SECONDS
+    assert age["TreatMissingData"] == "notBreaching"
+    assert age["AlarmActions"] == [{"Ref": ALARM_TOPIC}]
+
+
+def test_every_stream_consumer_alarms_on_its_errors_and_its_iterator_age(
+    resources: dict[str, Any], built: dict[str, Any]
+) -> None:
+    """Whatever function chalice emits with a stream mapping is watched like the others."""
+    consumers = {name for name, _, _ in _stream_events(built)}
+    assert consumers == {to_cfn_resource_name(function) for function in STREAM_CONSUMERS}
+    assert consumers <= set(_errors_alarms(resources))
+    assert consumers <= set(_function_alarms(resources, "IteratorAge"))
+
+
+# --- EventBridge: the refund events (API.md, "Events for the rest of the platform") ---------
+
+
+class _RecordingEvents:
+    """An EventBridge client that accepts every entry and keeps the IAM action of each call."""
+
+    def __init__(self) -> None:
+        self.actions: set[str] = set()
+        self.entries: list[dict[str, Any]] = []
+
+    def put_events(self, Entries: list[dict[str, Any]]) -> dict[str, Any]:
+        self.actions.add("events:PutEvents")
+        self.entries.extend(Entries)
+        return {"FailedEntryCount": 0, "Entries": [{"EventId": "e"} for _ in Entries]}
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"the event bus adapter calls {name}: grant its action, list it here")
+
+
+def _published(bus: str, status: RefundStatus) -> _RecordingEvents:
+    """What chalicelib/adapters/eventbridge.py sends for a refund moved to ``status``."""
+    client = _RecordingEvents()
+    event = RefundEvent(
+        detail_type=f"refund.{status.value}",
+        event_id="rf_01#7",
+        refund_id="rf_01",
+        order_id="o-1001",
+        user_id="u-1",
+        status=status.value,
+        previous_status=RefundStatus.PAYING.value,
+        amount=8800,
+        approved_amount=8800,
+        channel="alipay",
+        escalation_level=0,
+        version=7,
+        at=datetime(2026, 11, 11, 8, 0, tzinfo=UTC),
+    )
+    EventBridgeBus(bus, lambda: client).publish([event])
+    return client
+
+
+def _bus_named(name: str, resources: dict[str, Any]) -> str:
+    """The event bus resource whose Name is ``name``."""
+    buses = _of_type(resources, "AWS::Events::EventBus")
+    found = [logical for logical, b in buses.items() if b["Properties"]["Name"] == name]
+    assert len(found) == 1, f"{len(found)} event buses named {name!r} in {TEMPLATE.name}"
+    return found[0]
+
+
+def test_the_event_bus_is_the_one_the_prod_stage_names(
+    template: dict[str, Any],
+    resources: dict[str, Any],
+    prod_stage: dict[str, Any],
+    prod_settings: Settings,
+) -> None:
+    """GIVEN the bus the prod functions publish to (REFUNDS_EVENT_BUS of config.json) WHEN the
+    template is read THEN it declares that bus, the only one, under API.md's `refunds-<stage>`,
+    and keeps it (the consumers' rules hang on it by name)."""
+    bus = resources[_bus_named(prod_settings.event_bus, resources)]
+    stage = prod_stage["environment_variables"]["REFUNDS_STAGE"]
+
+    assert len(_of_type(resources, "AWS::Events::EventBus")) == 1
+    assert prod_stage["environment_variables"]["REFUNDS_EVENT_BUS"] == prod_settings.event_bus
+    assert Settings.from_environ({"REFUNDS_STAGE": stage}).event_bus == prod_settings.event_bus
+    assert prod_settings.event_bus == f"refunds-{stage}"
+    assert "REFUNDS_EVENT_BUS" not in template["Globals"]["Function"]["Environment"]["Variables"]
+    assert bus["DeletionPolicy"] == bus["UpdateReplacePolicy"] == "Retain"
+
+
+def test_the_events_publisher_is_given_the_bus(
+    built: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    """The merged template hands the publisher the name of the template's bus."""
+    publisher = built["Resources"][to_cfn_resource_name("events_publisher")]
+    (bus,) = _of_type(resources, "AWS::Events::EventBus").values()
+    variables = publisher["Properties"]["Environment"]["Variables"]
+    assert variables["REFUNDS_EVENT_BUS"] == bus["Properties"]["Name"]
+
+
+def test_the_archive_keeps_every_event_of_the_bus(
+    resources: dict[str, Any], prod_settings: Settings
+) -> None:
+    """Events a consumer lost or mishandled can be replayed to its rule: the archive takes all
+    of the bus's events (no pattern) and keeps them a year."""
+    bus = _bus_named(prod_settings.event_bus, resources)
+    (archive,) = _of_type(resources, "AWS::Events::Archive").values()
+    props = archive["Properties"]
+
+    assert _get_att(props["SourceArn"], "Arn") == bus
+    assert "EventPattern" not in props
+    assert props["RetentionDays"] >= ARCHIVE_MIN_DAYS
+    assert archive["DeletionPolicy"] == archive["UpdateReplacePolicy"] == "Retain"
+
+
+def test_role_publishes_to_exactly_the_bus_and_nothing_else_of_eventbridge(
+    resources: dict[str, Any], prod_settings: Settings
+) -> None:
+    """What the adapter calls, on the bus it names, and no other EventBridge action or bus."""
+    published = _published(prod_settings.event_bus, RefundStatus.PAID)
+    bus = _bus_named(prod_settings.event_bus, resources)
+    granted: dict[str, set[str]] = {}
+    for statement in _statements(resources):
+        for action in _as_list(statement["Action"]):
+            if action.startswith("events:"):
+                for resource in _as_list(statement["Resource"]):
+                    granted.setdefault(_arn_pattern(resource), set()).add(action)
+
+    assert {entry["EventBusName"] for entry in published.entries} == {prod_settings.event_bus}
+    assert published.actions == {"events:PutEvents"}
+    assert granted == {f"${{{bus}.Arn}}": published.actions}
+
+
+def test_the_order_systems_example_rule_matches_what_is_published_on_paid(
+    resources: dict[str, Any], prod_settings: Settings
+) -> None:
+    """The rule the order system copies takes the `refund.paid` events of source `refunds`, as
+    the adapter sends them, from the bus, and no other kind."""
+    bus = _bus_named(prod_settings.event_bus, resources)
+    rule = resources[ORDER_SYSTEM_RULE]
+    props = rule["Properties"]
+    paid = f"refund.{RefundStatus.PAID.value}"
+
+    assert rule["Type"] == "AWS::Events::Rule"
+    assert props["EventBusName"] == {"Ref": bus}
+    assert props["State"] == "ENABLED"
+    assert props["EventPattern"] == {"source": [SOURCE], "detail-type": [paid]}
+    assert "order system" in props["Description"]
+    for status in RefundStatus:
+        (entry,) = _published(prod_settings.event_bus, status).entries
+        matched = (
+            entry["Source"] in props["EventPattern"]["source"]
+            and entry["DetailType"] in props["EventPattern"]["detail-type"]
+        )
+        assert matched == (status is RefundStatus.PAID), status
