@@ -27,10 +27,14 @@ from typing import Any
 import requests
 from chalice.app import Chalice, Request, Response
 
+from chalicelib.settings import get_settings
+from infra.local.event_consumer import detach_consumer
 from infra.local.stack import LocalStack, make_http_service
 from infra.local.tokens import LOCAL_DEFAULT_SECRET, mint_token
 
+from .events import EventFigures, measure_events, print_events
 from .lifecycle import CallTally, LifecycleRun, print_lifecycle, run_lifecycles, seed_orders
+from .sweeps import measure_sweeps, print_sweeps
 
 USER = "u-bench"
 SAMPLES = 300
@@ -39,8 +43,12 @@ SMALL_STORE = 100
 LARGE_STORE = 10_000
 IMPORT_RUNS = 7
 LIFECYCLE_REFUNDS = 200
+LIFECYCLE_SECONDS = 110.0
+"""A refund's lifecycle takes 0.5 to 1.5 s of this one process (moto, pollers and all): the
+budget keeps `make bench` near 5 minutes on 2 cores; the figures say how many fitted."""
 CONCURRENT_CLIENTS = 3
-CONCURRENT_REFUNDS = 60
+CONCURRENT_REFUNDS = 30
+CONCURRENT_SECONDS = 20.0
 
 
 @dataclass
@@ -324,9 +332,10 @@ def _print_table(pairs: list[tuple[Figures, Figures]]) -> None:
 def _lifecycles(api: str, tally: CallTally) -> list[LifecycleRun]:
     """The lifecycle by one client, then by a few at once, each refund on its own order."""
     orders = seed_orders(api, "life", LIFECYCLE_REFUNDS + CONCURRENT_REFUNDS)
+    few = orders[LIFECYCLE_REFUNDS:]
     return [
-        run_lifecycles(api, tally, orders[:LIFECYCLE_REFUNDS], 1, "one"),
-        run_lifecycles(api, tally, orders[LIFECYCLE_REFUNDS:], CONCURRENT_CLIENTS, "few"),
+        run_lifecycles(api, tally, orders[:LIFECYCLE_REFUNDS], 1, LIFECYCLE_SECONDS),
+        run_lifecycles(api, tally, few, CONCURRENT_CLIENTS, CONCURRENT_SECONDS),
     ]
 
 
@@ -363,18 +372,32 @@ def main() -> int:
                     )
                 )
 
-            orders, refunds = _seed(ports, needed, SMALL_STORE, "small")
+            def bulk_load(orders: int, refunds: int, tag: str) -> tuple[list[str], list[str]]:
+                """Seed as an import would: the local bus's consumer is detached meanwhile
+                (nobody consumes an import), and the streams' readers catch up before any
+                figure is taken."""
+                attach = detach_consumer(ports.events.client, get_settings().event_bus)  # type: ignore[attr-defined]
+                try:
+                    seeded = _seed(ports, orders, refunds, tag)
+                    tally.wait_quiet()
+                finally:
+                    attach()
+                return seeded
+
+            orders, refunds = bulk_load(needed, SMALL_STORE, "small")
             measure(SMALL_STORE, orders, refunds)
             lifecycle_stored = len(refunds) + needed
             lifecycles = _lifecycles(stack.api_url, tally)
             created = needed + sum(len(run.refunds) for run in lifecycles)
-            orders, _ = _seed(ports, needed, 0, "large")
-            _, more = _seed(ports, 0, LARGE_STORE - len(refunds) - created, "filler")
+            orders, _ = bulk_load(needed, 0, "large")
+            _, more = bulk_load(0, LARGE_STORE - len(refunds) - created, "filler")
             refunds = [*refunds, *more]
             measure(LARGE_STORE, orders, refunds)
+        event_figures = _events(stack.api_url, tally)
         cold_import, cold_get = _cold_get_ms(stack.aws_endpoint, refunds[0], token)
     finally:
         stack.stop()
+    sweep_figures = measure_sweeps()
 
     _print_table([pair for phase in phases for pair in phase])
     for index, route in enumerate(("POST /refunds", "GET /refunds/{id}")):
@@ -389,7 +412,25 @@ def main() -> int:
         f"{cold_get:.0f} ms (clients, validators, JWT made on first use)"
     )
     print_lifecycle(lifecycles, lifecycle_stored)
+    print_sweeps(sweep_figures)
+    print_events(event_figures)
     return 0
+
+
+def _events(api: str, tally: CallTally) -> EventFigures:
+    """Write-to-event latency, and the calls the refunds stream and the bus add per refund
+    (the events publisher's and the stream readers')."""
+    tokens = {
+        "user": mint_token(LOCAL_DEFAULT_SECRET, "u-events"),
+        "orders": mint_token(LOCAL_DEFAULT_SECRET, "order-system", ["order-service"]),
+        "user_id": "u-events",
+    }
+    with tally.counting() as counts:
+        figures = measure_events(api, tokens)
+    for (caller, operation), n in counts.calls.items():
+        if caller == "worker events_publisher" or caller.startswith("stream:"):
+            figures.calls[operation] += n
+    return figures
 
 
 if __name__ == "__main__":

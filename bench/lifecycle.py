@@ -3,9 +3,9 @@
 Each refund: create (Idempotency-Key), two evidence slots each with a real multipart upload
 to its presigned POST, submit, wait for the automatic check, claim and approve as a
 ``cs-agent``, wait for ``paid`` to the balance (the wallet ledger: no simulator latency).
-Every AWS call the stack's clients make is put down to whoever made it: an API request, a
-worker (an SQS handler), the pollers (Lambda's event source mapping, played locally) or a
-schedule. Step latencies come from the refund's own history, written by the server, so they
+Every AWS call of the process's botocore clients is put down to whoever made it: an API
+request, a worker (an SQS or a stream handler), the pollers (Lambda's event source mappings,
+played locally) or a schedule. Step latencies come from the refund's own history, written by the server, so they
 do not depend on how often the client polls.
 """
 
@@ -46,6 +46,8 @@ STEP_DEADLINE = 15.0
 SETTLE_SECONDS = 0.5
 """After the last refund reads ``paid``, its payout's tail (the order settled, the message
 deleted) is still running: counting goes on this long."""
+QUIET_SECONDS = 1.0
+QUIET_LIMIT = 30.0
 TIMEOUT = 10
 DESCRIPTION = "订单到账后点卡序列号提示无效，截图为证，要求全额退款"
 """A description that passes F3 (fact, evidence, claim), so the check hands it to a person."""
@@ -55,12 +57,13 @@ AGENT = "agent-bench"
 EMPTY_RECEIVE = "pollers: empty receives"
 POLLER = "pollers: batches received and deleted"
 STREAM_POLLER = "stream pollers: shards described and read"
+EVENT_CONSUMER = "the local consumer of the refund events"
 SCHEDULE = "schedules"
 OTHER = "other threads"
-NOT_IN_TOTAL = frozenset({EMPTY_RECEIVE, STREAM_POLLER, SCHEDULE, OTHER})
+NOT_IN_TOTAL = frozenset({EMPTY_RECEIVE, STREAM_POLLER, EVENT_CONSUMER, SCHEDULE, OTHER})
 """Not billed as the function's work: Lambda's event source mappings receive from SQS and
-read DynamoDB streams themselves (stream reads by Lambda triggers cost nothing); schedules
-run whatever the refunds do."""
+read DynamoDB streams themselves (stream reads by Lambda triggers cost nothing); the events'
+consumer stands for another service; schedules run on their clock, whatever the refunds do."""
 
 
 def _png() -> bytes:
@@ -115,8 +118,8 @@ class Counts:
 
 
 def _counted(caller: str) -> bool:
-    """In the per-refund total: not the pollers' empty receives (Lambda's event source
-    mapping, which AWS does not bill to the function), not the client's status reads."""
+    """In the per-refund total: not the pollers' empty receives nor the stream pollers' reads
+    (NOT_IN_TOTAL), not the client's status reads."""
     return caller not in NOT_IN_TOTAL and not caller.startswith("GET ")
 
 
@@ -131,13 +134,17 @@ class CallTally:
     """Every AWS call of the watched clients while a run counts, put down to its caller.
 
     The caller is known from the thread: an API request (the middleware marks it), a worker
-    (its handler is wrapped), else the thread's name (``sqs:...`` pollers, ``schedule:...``).
+    (its handler is wrapped), else the thread's name (``sqs:...`` and ``stream:...`` pollers,
+    ``event-consumer``, ``schedule:...``).
     """
 
     local: threading.local = field(default_factory=threading.local)
     lock: threading.Lock = field(default_factory=threading.Lock)
     current: Counts | None = None
     watched: set[int] = field(default_factory=set)
+    last_work: float = 0.0
+    """When a request or a worker last finished: the stack is quiet once none has run for a
+    while."""
 
     def watch(self, client: Any) -> None:
         if id(client) in self.watched:
@@ -179,6 +186,17 @@ class CallTally:
         finally:
             self.current = None
 
+    def wait_quiet(self, quiet: float = QUIET_SECONDS, limit: float = QUIET_LIMIT) -> None:
+        """Wait until no request or worker has run for ``quiet`` seconds (at most ``limit``),
+        so that what was written before a run (its orders) is counted by the analytics, and
+        their calls by nobody, before the run."""
+        deadline = time.perf_counter() + limit
+        while time.perf_counter() < deadline:
+            idle = time.perf_counter() - self.last_work
+            if idle >= quiet:
+                return
+            time.sleep(quiet - idle)
+
     def _before(self, **_: Any) -> None:
         self.local.started = time.perf_counter()
 
@@ -206,6 +224,7 @@ class CallTally:
             return work()
         finally:
             self.local.span = None
+            self.last_work = time.perf_counter()
             counts = self.current
             if counts is not None:
                 with self.lock:
@@ -231,6 +250,8 @@ def _thread_caller(operation: str, parsed: dict[str, Any]) -> str:
         return POLLER
     if name.startswith("stream:"):
         return STREAM_POLLER
+    if name == "event-consumer":
+        return EVENT_CONSUMER
     if name.startswith("schedule:"):
         return SCHEDULE
     return OTHER
@@ -363,6 +384,7 @@ class LifecycleRun:
     """Refunds taken through their lifecycle by a number of clients at once."""
 
     clients: int
+    planned: int
     refunds: list[dict[str, Any]]
     seconds: float
     """From the first create to the last refund read paid."""
@@ -394,27 +416,39 @@ def _between(history: list[dict[str, Any]], start: str, end: str) -> float:
 
 
 def run_lifecycles(
-    api: str, tally: CallTally, orders: list[SeededOrder], clients: int, tag: str
+    api: str,
+    tally: CallTally,
+    orders: list[SeededOrder],
+    clients: int,
+    budget_seconds: float,
 ) -> LifecycleRun:
     """A refund of each order through its whole lifecycle; ``clients`` clients at once, each
-    taking its share of the orders one after another."""
+    taking its share of the orders one after another. No client starts a refund past
+    ``budget_seconds``, so that a slower stack makes the run shorter, not the bench longer."""
     shares = [orders[k::clients] for k in range(clients)]
     drivers = [Client(api) for _ in shares]
     done: list[list[dict[str, Any]]] = [[] for _ in shares]
     errors: list[BaseException] = []
+    tag = f"{clients}-{time.time_ns()}"
 
-    def drive(k: int) -> None:
+    def drive(k: int, deadline: float) -> None:
         try:
             for i, order in enumerate(shares[k]):
+                if time.perf_counter() > deadline:
+                    return
                 done[k].append(drivers[k].lifecycle(order, f"life-{tag}-{k}-{i}"))
         except BaseException as error:
             errors.append(error)
 
-    threads = [
-        threading.Thread(target=drive, args=(k,), name=f"bench-client-{k}") for k in range(clients)
-    ]
+    tally.wait_quiet()
     with tally.counting() as counts:
         started, cpu = time.perf_counter(), time.process_time()
+        threads = [
+            threading.Thread(
+                target=drive, args=(k, started + budget_seconds), name=f"bench-client-{k}"
+            )
+            for k in range(clients)
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -428,7 +462,7 @@ def run_lifecycles(
         raise errors[0]
     refunds = [refund for share in done for refund in share]
     uploads = sum(driver.uploads for driver in drivers)
-    return LifecycleRun(clients, refunds, seconds, counted, uploads, cpu, counts)
+    return LifecycleRun(clients, len(orders), refunds, seconds, counted, uploads, cpu, counts)
 
 
 # --- the figures ---------------------------------------------------------------------------
@@ -459,14 +493,16 @@ def print_lifecycle(runs: list[LifecycleRun], stored: int) -> None:
     first = runs[0]
     print()
     print(
-        f"Lifecycle: {len(first.refunds)} refunds, {first.clients} client at a time, over HTTP: "
-        f"create, 2 evidence slots and their\nuploads, submit, check, claim, approve, paid "
-        f"(balance); {stored} refunds stored before"
+        f"Lifecycle: {_how_many(first)}, {first.clients} client at a time, {stored} stored before"
+    )
+    print(
+        "over HTTP: create, 2 evidence slots and their uploads, submit, check, claim, approve, "
+        "paid (balance)"
     )
     print(
         f"AWS calls per refund: {first.each(first.counts.total()):.2f} (target: at most "
-        f"{CALL_TARGET}), made by the API, the workers and the\npollers' batches; the pollers' "
-        f"empty receives are not in it"
+        f"{CALL_TARGET}), made by the API, the workers and the\npollers' batches; not the "
+        f"pollers' empty receives, nor the stream pollers' reads"
     )
     _print_operations(first)
     _print_callers(first)
@@ -476,9 +512,9 @@ def print_lifecycle(runs: list[LifecycleRun], stored: int) -> None:
     for run in runs:
         clients = f"{run.clients} client{'s' if run.clients > 1 else ''}:"
         print(
-            f"  {clients:<11}{run.per_second:.2f} refunds/s ({run.each(run.cpu_seconds) * 1000:.0f}"
-            f" ms of the process's CPU per refund), {run.each(run.counts.total()):.2f} AWS calls "
-            f"per refund"
+            f"  {clients:<11}{run.per_second:.2f} refunds/s over {_how_many(run)}, "
+            f"{run.each(run.counts.total()):.2f} AWS calls per refund,\n"
+            f"  {'':<11}{run.each(run.cpu_seconds) * 1000:.0f} ms of the process's CPU per refund"
         )
     print(f"{'step (history timestamps)':<40}{'p50 ms':>8}{'p95 ms':>8}{'target p50':>12}")
     for run in runs:
@@ -490,6 +526,13 @@ def print_lifecycle(runs: list[LifecycleRun], stored: int) -> None:
             label = f"{name} ({run.clients} client{'s' if run.clients > 1 else ''})"
             target = f"< {STEP_TARGET_MS:.0f}"
             print(f"{label:<40}{_p50(ms):>8.1f}{_p95(ms):>8.1f}{target:>12}")
+
+
+def _how_many(run: LifecycleRun) -> str:
+    done = len(run.refunds)
+    if done == run.planned:
+        return f"{done} refunds"
+    return f"{done} of {run.planned} refunds (the time budget's)"
 
 
 def _print_operations(run: LifecycleRun) -> None:
@@ -523,6 +566,7 @@ def _print_uncounted(run: LifecycleRun) -> None:
         *((f"client's status polls: {op}", n) for op, n in polled.items()),
         ("client's uploads straight to S3 (presigned POST)", run.uploads),
         (STREAM_POLLER, callers[STREAM_POLLER]),
+        (EVENT_CONSUMER, callers[EVENT_CONSUMER]),
         (SCHEDULE, callers[SCHEDULE]),
         (OTHER, callers[OTHER]),
     ]
