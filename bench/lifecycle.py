@@ -5,8 +5,8 @@ to its presigned POST, submit, wait for the automatic check, claim and approve a
 ``cs-agent``, wait for ``paid`` to the balance (the wallet ledger: no simulator latency).
 Every AWS call of the process's botocore clients is put down to whoever made it: an API
 request, a worker (an SQS or a stream handler), the pollers (Lambda's event source mappings,
-played locally) or a schedule. Step latencies come from the refund's own history, written by the server, so they
-do not depend on how often the client polls.
+played locally) or a schedule. Step latencies come from the refund's own history, written by
+the server, so they do not depend on how often the client polls.
 """
 
 from __future__ import annotations
@@ -166,7 +166,8 @@ class CallTally:
             self.watch(client)
             return client
 
-        setattr(Session, "create_client", create_and_watch)  # noqa: B010 - not a plain assign for mypy
+        # setattr: mypy refuses an assignment to a method.
+        setattr(Session, "create_client", create_and_watch)  # noqa: B010
 
     def instrument(self, app: Chalice) -> None:
         """Mark API requests and worker invocations; before the stack builds its pollers, which
