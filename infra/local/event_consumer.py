@@ -13,7 +13,7 @@ from chalicelib.adapters.event_log import EVENT_LOG_KEY
 
 from .event_sources import Wakeup, _Poller
 
-__all__ = ["EventConsumer", "create_event_route", "detach_consumer"]
+__all__ = ["CONSUMER_QUEUE", "EventConsumer", "create_event_route", "detach_consumer"]
 
 log = logging.getLogger("refunds.local")
 
@@ -51,7 +51,7 @@ class EventConsumer(_Poller):
     """Receives the consumer queue's events and records each under its refund."""
 
     def __init__(self, sqs: Any, ddb: Any, queue_url: str, log_table: str, wakeup: Wakeup) -> None:
-        super().__init__(wakeup)
+        super().__init__(wakeup, CONSUMER_QUEUE)
         self.name = "event-consumer"
         self._sqs = sqs
         self._ddb = ddb

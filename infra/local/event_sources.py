@@ -18,7 +18,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -36,28 +36,34 @@ __all__ = [
 
 log = logging.getLogger("refunds.local")
 
+SHARDS_REFRESH_SECONDS = 10.0
 IDLE_FIRST_SECONDS = 0.05
 IDLE_MAX_SECONDS = 0.5
 FUNCTION_TIMEOUT_MS = 25_000
 
 
 class Wakeup:
-    """Pollers sleep on this; the emulator rings it when a message may be waiting."""
+    """Pollers sleep on this; the emulator rings it when a message may be waiting: for the
+    queues or tables it names, so that a write wakes only the pollers it concerns."""
 
     def __init__(self) -> None:
-        self._events: list[threading.Event] = []
+        self._events: list[tuple[str | None, threading.Event]] = []
         self._lock = threading.Lock()
 
-    def subscribe(self) -> threading.Event:
+    def subscribe(self, key: str | None = None) -> threading.Event:
+        """An event set when ``key`` (a queue or table name; None: anything) is rung."""
         event = threading.Event()
         with self._lock:
-            self._events.append(event)
+            self._events.append((key, event))
         return event
 
-    def ring(self) -> None:
+    def ring(self, keys: Iterable[str] | None = None) -> None:
+        """Wake the pollers of ``keys``; every poller if ``keys`` is None."""
+        wanted = None if keys is None else set(keys)
         with self._lock:
-            for event in self._events:
-                event.set()
+            for key, event in self._events:
+                if wanted is None or key is None or key in wanted:
+                    event.set()
 
 
 @dataclass
@@ -80,8 +86,8 @@ class _Poller:
 
     name: str
 
-    def __init__(self, wakeup: Wakeup) -> None:
-        self._woken = wakeup.subscribe()
+    def __init__(self, wakeup: Wakeup, key: str | None = None) -> None:
+        self._woken = wakeup.subscribe(key)
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -122,7 +128,7 @@ class SqsPoller(_Poller):
     """Lambda's SQS event source mapping for one handler."""
 
     def __init__(self, app: Any, source: SQSEventConfig, sqs: Any, wakeup: Wakeup) -> None:
-        super().__init__(wakeup)
+        super().__init__(wakeup, source.queue)
         self.name = f"sqs:{source.queue}"
         self._handler = app.handler_map[source.name]
         self._function = source.name
@@ -193,7 +199,7 @@ class StreamPoller(_Poller):
         wakeup: Wakeup,
         batch_size: int = 100,
     ) -> None:
-        super().__init__(wakeup)
+        super().__init__(wakeup, stream_arn.split("/")[1])
         self.name = f"stream:{stream_arn.split('/')[1]}"
         self._handler = app.handler_map[function]
         self._function = function
@@ -201,13 +207,13 @@ class StreamPoller(_Poller):
         self._streams = streams
         self._batch_size = batch_size
         self._iterators: dict[str, str] = {}
+        self._shards: list[str] = []
+        self._shards_read_at = 0.0
 
     def poll_once(self) -> int:
         """Read each shard once; how many records were handed over."""
         handled = 0
-        shards = self._streams.describe_stream(StreamArn=self._arn)["StreamDescription"]["Shards"]
-        for shard in shards:
-            shard_id = shard["ShardId"]
+        for shard_id in self._current_shards():
             if shard_id not in self._iterators:
                 self._iterators[shard_id] = self._streams.get_shard_iterator(
                     StreamArn=self._arn, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON"
@@ -229,6 +235,14 @@ class StreamPoller(_Poller):
                     continue
             self._iterators[shard_id] = answer["NextShardIterator"]
         return handled
+
+    def _current_shards(self) -> list[str]:
+        """The stream's shards, described again only every few seconds (as Lambda does)."""
+        if time.monotonic() - self._shards_read_at > SHARDS_REFRESH_SECONDS:
+            description = self._streams.describe_stream(StreamArn=self._arn)["StreamDescription"]
+            self._shards = [shard["ShardId"] for shard in description["Shards"]]
+            self._shards_read_at = time.monotonic()
+        return self._shards
 
     def _hand_over(self, records: list[dict[str, Any]]) -> str | None:
         """Call the function; the sequence number to read again from, if a record failed."""

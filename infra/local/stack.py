@@ -11,6 +11,8 @@ are further services added to the same list.
 from __future__ import annotations
 
 import functools
+import io
+import json
 import logging
 import os
 import threading
@@ -29,7 +31,7 @@ from chalice.local import (
 )
 
 from .channel_simulator import ChannelSimulator
-from .event_consumer import EventConsumer, create_event_route
+from .event_consumer import CONSUMER_QUEUE, EventConsumer, create_event_route
 from .event_sources import StreamPoller, Wakeup, event_source_services
 
 __all__ = [
@@ -194,6 +196,46 @@ def _may_queue_a_message(environ: dict[str, Any]) -> bool:
     return environ.get("REQUEST_METHOD") in ("POST", "PUT")
 
 
+def _read_json_body(environ: dict[str, Any]) -> dict[str, Any]:
+    """A JSON-protocol request's body (SQS, DynamoDB, EventBridge), read and put back for
+    moto; {} if it is not one."""
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    raw = environ["wsgi.input"].read(length) if length else b""
+    environ["wsgi.input"] = io.BytesIO(raw)
+    try:
+        parsed = json.loads(raw or b"{}")
+    except ValueError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def _queues_concerned(target: str | None, body: dict[str, Any]) -> set[str] | None:
+    """The queues a send, a visibility change, a bus event or an upload may fill (None: all)."""
+    from chalicelib.adapters.sqs import queue_name
+    from chalicelib.domain.workflow import Step
+
+    if target is None:  # an S3 upload: its notification goes to the verify-evidence queue
+        return {queue_name(Step.VERIFY_EVIDENCE)}
+    if target == "AWSEvents.PutEvents":
+        return {CONSUMER_QUEUE}
+    url = body.get("QueueUrl")
+    return {str(url).rsplit("/", 1)[-1]} if url else None
+
+
+def _tables_written(target: str | None, body: dict[str, Any]) -> set[str] | None:
+    """The tables a DynamoDB write changed, whose streams may have records (None: all)."""
+    if target == "DynamoDB_20120810.BatchWriteItem":
+        return set(body.get("RequestItems", {}))
+    if target == "DynamoDB_20120810.TransactWriteItems":
+        return {
+            action.get("TableName", "")
+            for item in body.get("TransactItems", [])
+            for action in item.values()
+        }
+    table = body.get("TableName")
+    return {str(table)} if table else None
+
+
 class _Emulator:
     """moto's server, answering one request at a time.
 
@@ -216,12 +258,14 @@ class _Emulator:
         lock = threading.Lock()
 
         def one_at_a_time(environ: dict[str, Any], start_response: Any) -> Any:
+            target = environ.get("HTTP_X_AMZ_TARGET")
+            body = _read_json_body(environ) if target else {}
             with lock:
                 answer = backend(environ, start_response)
             if _may_queue_a_message(environ):
-                wakeup.ring()
-            elif environ.get("HTTP_X_AMZ_TARGET") in _TABLE_WRITES:
-                table_wakeup.ring()
+                wakeup.ring(_queues_concerned(target, body))
+            elif target in _TABLE_WRITES:
+                table_wakeup.ring(_tables_written(target, body))
             return answer
 
         self.server = make_server(
