@@ -4,6 +4,7 @@ with its optimistic lock, and judge again on the fresh state if another request 
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import TypeVar
 
 from chalicelib.domain.model import Message, Refund
@@ -11,7 +12,18 @@ from chalicelib.domain.model import Message, Refund
 from .exceptions import ConcurrentChange, NotFound
 from .ports import Ports
 
-__all__ = ["CHANGE_ATTEMPTS", "attach_message", "get_owned", "get_refund_or_404", "on_fresh_state"]
+__all__ = [
+    "CHANGE_ATTEMPTS",
+    "SYSTEM",
+    "attach_message",
+    "get_owned",
+    "get_refund_or_404",
+    "new_message",
+    "on_fresh_state",
+]
+
+SYSTEM = "system"
+"""The actor of the workflow's own changes (API.md: the fast track approves as ``system``)."""
 
 CHANGE_ATTEMPTS = 5
 """How often a change is tried again on top of a concurrent one before a 409."""
@@ -46,6 +58,13 @@ def get_owned(ports: Ports, user_id: str, refund_id: str) -> Refund:
     if refund is None or refund.user_id != user_id:
         raise NotFound("refund", refund_id)
     return refund
+
+
+def new_message(
+    ports: Ports, author: str, role: str, body: str, at: datetime | None = None
+) -> Message:
+    """A message on a refund (O5), at ``at`` or now by the business clock."""
+    return Message(ports.ids.new_id("msg_"), at or ports.clock.now(), role, author, body)
 
 
 def attach_message(ports: Ports, refund: Refund, message: Message) -> None:

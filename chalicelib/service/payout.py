@@ -18,7 +18,7 @@ from chalicelib.domain.model import Action, PaymentChannel, PayoutChannel, Refun
 from chalicelib.domain.transitions import allowed, record
 from chalicelib.domain.workflow import WORKFLOW, Step, finish_step
 
-from .changes import get_refund_or_404, on_fresh_state
+from .changes import SYSTEM, get_refund_or_404, on_fresh_state
 from .exceptions import (
     ChannelOutcomeUnknown,
     ChannelUnavailable,
@@ -27,7 +27,7 @@ from .exceptions import (
     StepRetry,
 )
 from .ports import PaymentGateway, PayoutRequest, PayoutResult, PayoutState, Ports
-from .review import SYSTEM, Agent, decidable
+from .review import Agent, decidable
 from .workflow import StepOutcome, attempt, begin_step, send_awaited_step
 
 __all__ = [

@@ -26,7 +26,7 @@ from chalicelib.domain.promises import (
 from chalicelib.domain.transitions import allowed, record
 from chalicelib.domain.workflow import finish_step
 
-from .changes import attach_message, get_owned, on_fresh_state
+from .changes import SYSTEM, attach_message, get_owned, new_message, on_fresh_state
 from .exceptions import Conflict, NudgeTooSoon
 from .ports import Ports
 
@@ -34,7 +34,6 @@ __all__ = ["NudgeAnswer", "close_stale", "escalate_overdue", "nudge"]
 
 log = logging.getLogger("refunds.promises")
 
-SYSTEM = "system"
 PAGE = 100
 MAX_PAGES = 20
 """A run handles at most this many pages; the next run (15 minutes on) takes the rest."""
@@ -78,7 +77,7 @@ def _escalate(ports: Ports, refund_id: str, now: datetime) -> int:
         raised = escalate(refund, ports.calendar, now, SYSTEM)
         if raised is None:
             return None  # another run, or a nudge, raised it already
-        message = _message(ports, now, _escalation_text(raised))
+        message = new_message(ports, SYSTEM, "system", _escalation_text(raised), now)
         attach_message(ports, refund, message)
         ports.refunds.save(refund)
         return refund, message
@@ -117,10 +116,12 @@ def _close(ports: Ports, refund_id: str, now: datetime) -> int:
         record(refund, Action.CLOSE, actor=SYSTEM, at=now, to=RefundStatus.CLOSED, note=waited)
         if refund.awaiting_step is not None:
             finish_step(refund, refund.awaiting_step, at=now, error="closed", attempted=False)
-        message = _message(
+        message = new_message(
             ports,
-            now,
+            SYSTEM,
+            "system",
             f"This refund was closed: it was {waited}. You can apply again for the order.",
+            now,
         )
         attach_message(ports, refund, message)
         ports.refunds.save(refund)
@@ -155,7 +156,7 @@ def nudge(ports: Ports, user_id: str, refund_id: str) -> NudgeAnswer:
         raised = escalate(refund, ports.calendar, now, SYSTEM)
         message = None
         if raised is not None:
-            message = _message(ports, now, _escalation_text(raised))
+            message = new_message(ports, SYSTEM, "system", _escalation_text(raised), now)
             attach_message(ports, refund, message)
         ports.refunds.save(refund)
         answer = NudgeAnswer(
@@ -204,10 +205,6 @@ def _escalation_text(raised: Escalation) -> str:
     if raised.level >= 2:
         text += " A senior reviewer now handles it."
     return text
-
-
-def _message(ports: Ports, at: datetime, body: str) -> Message:
-    return Message(ports.ids.new_id("msg_"), at, "system", SYSTEM, body)
 
 
 def _shanghai(at: datetime) -> str:

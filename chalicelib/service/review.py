@@ -30,14 +30,13 @@ from chalicelib.domain.review import (
 from chalicelib.domain.transitions import TERMINAL, allowed, record
 from chalicelib.domain.workflow import Step, finish_step
 
-from .changes import attach_message, get_refund_or_404, on_fresh_state
+from .changes import SYSTEM, attach_message, get_refund_or_404, new_message, on_fresh_state
 from .exceptions import Conflict, InvalidInput, NotFound, RoleRequired
 from .ports import Page, Ports
 from .refunds import evidence_key, refresh_evidence
 from .workflow import StepOutcome, attempt, begin_step, send_awaited_step
 
 __all__ = [
-    "SYSTEM",
     "Agent",
     "Approve",
     "CorrectOrderStatus",
@@ -48,6 +47,7 @@ __all__ = [
     "claim",
     "correct_order_status",
     "decidable",
+    "detail_of",
     "handle_auto_review",
     "list_queue",
     "refund_detail",
@@ -56,8 +56,6 @@ __all__ = [
     "return_received",
 ]
 
-SYSTEM = "system"
-"""The actor of the workflow's own decisions (API.md: the fast track approves as ``system``)."""
 ABUSE_WINDOW = timedelta(days=30)
 
 
@@ -153,7 +151,7 @@ def _run_auto_review(ports: Ports, refund_id: str) -> None:
         refund.senior_only = refund.senior_only or outcome.senior_only
         message = None
         if outcome.message:
-            message = _message(ports, SYSTEM, "system", outcome.message)
+            message = new_message(ports, SYSTEM, "system", outcome.message)
             attach_message(ports, refund, message)
         if outcome.to is RefundStatus.NEEDS_INFO:
             refund.review_due_at = None
@@ -182,7 +180,11 @@ def list_queue(
 def refund_detail(ports: Ports, refund_id: str) -> RefundDetail:
     """The refund as CS sees it: with the order as it was, and evidence readable for a few
     minutes, in the version that passed the check (never a later upload)."""
-    refund = get_refund_or_404(ports, refund_id)
+    return detail_of(ports, get_refund_or_404(ports, refund_id))
+
+
+def detail_of(ports: Ports, refund: Refund) -> RefundDetail:
+    """The CS detail of a refund already in hand (a decision's answer): no second read."""
     if refund.archived_messages:
         older = ports.messages.oldest(refund.refund_id, refund.archived_messages)
         refund.messages = [*older, *refund.messages]
@@ -279,7 +281,7 @@ def reject(ports: Ports, agent: Agent, command: Reject) -> Refund:
             rule=command.rule,
         )
         refund.review_due_at = None
-        message = _message(ports, agent.user_id, "agent", f"[{command.rule}] {command.message}")
+        message = new_message(ports, agent.user_id, "agent", f"[{command.rule}] {command.message}")
         attach_message(ports, refund, message)
         ports.refunds.save(refund)
         return refund, message
@@ -303,7 +305,7 @@ def request_info(ports: Ports, agent: Agent, refund_id: str, text: str) -> Refun
             note=text,
         )
         refund.review_due_at = None
-        message = _message(ports, agent.user_id, "agent", text)
+        message = new_message(ports, agent.user_id, "agent", text)
         attach_message(ports, refund, message)
         ports.refunds.save(refund)
         return refund, message
@@ -421,10 +423,6 @@ def decidable(ports: Ports, agent: Agent, refund_id: str, action: Action) -> Ref
         holder = f"claimed by {refund.assignee}" if refund.assignee else "not claimed"
         raise Conflict(f"claim the refund before deciding ({holder})")
     return refund
-
-
-def _message(ports: Ports, author: str, role: str, body: str) -> Message:
-    return Message(ports.ids.new_id("msg_"), ports.clock.now(), role, author, body)
 
 
 def _after_save(ports: Ports, refund: Refund, message: Message | None) -> None:

@@ -21,6 +21,7 @@ from chalicelib.api.models import (
     StatsQuery,
 )
 from chalicelib.bootstrap import get_ports, get_verifier
+from chalicelib.domain.model import Refund
 from chalicelib.domain.review import SENIOR_ROLE
 from chalicelib.service import analytics, payout, review
 
@@ -37,8 +38,9 @@ def _agent(call: Call) -> review.Agent:
     return review.Agent(principal.user_id, principal.has_any(SENIOR_ROLE))
 
 
-def _detail(refund_id: str) -> AdminRefundOut:
-    return AdminRefundOut.of(review.refund_detail(get_ports(), refund_id))
+def _detail(refund: Refund) -> AdminRefundOut:
+    """The answer of a decision: the refund it just wrote, as the detail shows it."""
+    return AdminRefundOut.of(review.detail_of(get_ports(), refund))
 
 
 @api.route(
@@ -63,7 +65,7 @@ def queue(call: Call) -> QueueOut:
     summary="A refund with its order as it was, evidence to look at, and its steps",
 )
 def refund_detail(call: Call, refund_id: str) -> AdminRefundOut:
-    return _detail(refund_id)
+    return AdminRefundOut.of(review.refund_detail(get_ports(), refund_id))
 
 
 @api.route(
@@ -75,8 +77,7 @@ def refund_detail(call: Call, refund_id: str) -> AdminRefundOut:
     summary="Claim the refund (R4); a senior may take it over",
 )
 def claim(call: Call, refund_id: str) -> AdminRefundOut:
-    review.claim(get_ports(), _agent(call), refund_id)
-    return _detail(refund_id)
+    return _detail(review.claim(get_ports(), _agent(call), refund_id))
 
 
 @api.route(
@@ -92,8 +93,7 @@ def claim(call: Call, refund_id: str) -> AdminRefundOut:
 def approve(call: Call, refund_id: str) -> AdminRefundOut:
     body: ApproveIn | None = call.body
     command = review.Approve(refund_id, body.amount if body else None, body.note if body else None)
-    review.approve(get_ports(), _agent(call), command)
-    return _detail(refund_id)
+    return _detail(review.approve(get_ports(), _agent(call), command))
 
 
 @api.route(
@@ -107,8 +107,9 @@ def approve(call: Call, refund_id: str) -> AdminRefundOut:
 )
 def reject(call: Call, refund_id: str) -> AdminRefundOut:
     body: RejectIn = call.body
-    review.reject(get_ports(), _agent(call), review.Reject(refund_id, body.rule, body.message))
-    return _detail(refund_id)
+    return _detail(
+        review.reject(get_ports(), _agent(call), review.Reject(refund_id, body.rule, body.message))
+    )
 
 
 @api.route(
@@ -121,8 +122,7 @@ def reject(call: Call, refund_id: str) -> AdminRefundOut:
     summary="Ask the user for exactly what is missing (R3)",
 )
 def request_info(call: Call, refund_id: str) -> AdminRefundOut:
-    review.request_info(get_ports(), _agent(call), refund_id, call.body.message)
-    return _detail(refund_id)
+    return _detail(review.request_info(get_ports(), _agent(call), refund_id, call.body.message))
 
 
 @api.route(
@@ -137,8 +137,7 @@ def request_info(call: Call, refund_id: str) -> AdminRefundOut:
 def return_received(call: Call, refund_id: str) -> AdminRefundOut:
     body: ReturnReceivedIn = call.body
     command = review.ReturnReceived(refund_id, body.intact, body.gifts_returned)
-    review.return_received(get_ports(), _agent(call), command)
-    return _detail(refund_id)
+    return _detail(review.return_received(get_ports(), _agent(call), command))
 
 
 @api.route(
@@ -152,8 +151,7 @@ def return_received(call: Call, refund_id: str) -> AdminRefundOut:
 )
 def retry_payout(call: Call, refund_id: str) -> AdminRefundOut:
     command = payout.RetryPayout(refund_id, call.body.payout_channel)
-    payout.retry_payout(get_ports(), _agent(call), command)
-    return _detail(refund_id)
+    return _detail(payout.retry_payout(get_ports(), _agent(call), command))
 
 
 @api.route(
