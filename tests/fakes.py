@@ -45,6 +45,7 @@ from chalicelib.domain.model import (
     RefundStatus,
 )
 from chalicelib.domain.promises import next_escalation, stale_at
+from chalicelib.domain.reconciliation import Reconciliation, paid_day
 from chalicelib.domain.workflow import Step
 from chalicelib.service.exceptions import (
     ConcurrentChange,
@@ -75,9 +76,9 @@ __all__ = [
     "FakeEvidenceStore",
     "FakeGateway",
     "FakeIdempotencyStore",
-    "FakeLedger",
     "FakeMessageLog",
     "FakeOrderRepository",
+    "FakeReconciliationStore",
     "FakeRefundRepository",
     "FakeStatsStore",
     "FakeStepQueue",
@@ -460,6 +461,14 @@ class FakeRefundRepository(_Faults):
         due = [(at, r) for r in self._items.values() if (at := stale_at(r)) and at <= now]
         return [copy.deepcopy(r) for _, r in sorted(due, key=lambda pair: pair[0])][:limit]
 
+    def list_paid_on(self, day: date) -> list[Refund]:
+        self._enter("list_paid_on")
+        return [copy.deepcopy(r) for r in self._items.values() if paid_day(r) == day]
+
+    def get_many(self, refund_ids: list[str]) -> dict[str, Refund]:
+        self._enter("get_many")
+        return {i: copy.deepcopy(self._items[i]) for i in refund_ids if i in self._items}
+
     def all(self) -> list[Refund]:
         """Every stored refund (a test's view of the table), oldest first."""
         return [copy.deepcopy(self._items[key]) for key in sorted(self._items)]
@@ -673,13 +682,17 @@ class FakeGateway(_Faults):
     ``processing`` keeps accepted payouts PROCESSING until ``complete`` is called.
     """
 
-    def __init__(self, channel: str = "alipay") -> None:
+    def __init__(self, channel: str = "alipay", clock: FakeClock | None = None) -> None:
         super().__init__()
         self.channel = channel
+        self._clock = clock or FakeClock()
         self.answers: list[PayoutState | Exception] = []
         self.paid: dict[str, PayoutResult] = {}
         self.payouts: list[PayoutRequest] = []
         """Every payout that moved money: a refund number twice here is a double payout."""
+        self.lines: list[StatementEntry] = []
+        """The channel's statement: a line per payout that moved money (tests may plant
+        more, as a channel's own mistakes)."""
 
     def pay(self, request: PayoutRequest) -> PayoutResult:
         self._enter("pay")
@@ -700,7 +713,17 @@ class FakeGateway(_Faults):
         result = PayoutResult(request.refund_id, state, request.amount, f"ch-{request.refund_id}")
         self.paid[request.refund_id] = result
         self.payouts.append(request)
+        self.lines.append(
+            StatementEntry(request.refund_id, request.amount, "SUCCESS", self._clock.now())
+        )
         return result
+
+    def statement(self, day: date) -> list[StatementEntry]:
+        self._enter("statement")
+        return sorted(
+            (line for line in self.lines if shanghai_day(line.at) == day),
+            key=lambda line: line.at,
+        )
 
     def complete(self, refund_id: str) -> PayoutResult:
         """The channel made an accepted payout (what its notification then says)."""
@@ -719,27 +742,6 @@ class FakeGateway(_Faults):
 
         reader = SimulatorGateway(self.channel, "http://127.0.0.1:9", DEFAULT_LOCAL_CHANNEL_SECRET)
         return reader.read_notification(headers, body, now)
-
-
-class FakeLedger(FakeGateway):
-    """The balance: credits at once, once per refund id."""
-
-    def __init__(self, clock: FakeClock) -> None:
-        super().__init__("balance")
-        self._clock = clock
-        self.at: dict[str, datetime] = {}
-
-    def pay(self, request: PayoutRequest) -> PayoutResult:
-        result = super().pay(request)
-        self.at.setdefault(request.refund_id, self._clock.now())
-        return result
-
-    def statement(self, day: date) -> list[StatementEntry]:
-        return [
-            StatementEntry(r.refund_id, r.amount or 0, "SUCCESS", self.at[r.refund_id])
-            for r in self.paid.values()
-            if shanghai_day(self.at[r.refund_id]) == day
-        ]
 
 
 # --- analytics -----------------------------------------------------------------------------
@@ -783,6 +785,22 @@ class FakeStatsStore(_Faults):
         self.days_recorded[day] = figures
 
 
+class FakeReconciliationStore(_Faults):
+    """The runs of ``reconcile``, one per day."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.runs: dict[date, Reconciliation] = {}
+
+    def record(self, run: Reconciliation) -> None:
+        self._enter("record")
+        self.runs[run.day] = run
+
+    def get(self, day: date) -> Reconciliation | None:
+        self._enter("get")
+        return self.runs.get(day)
+
+
 class FakeEventBus(_Faults):
     """The bus: every event published, in order, duplicates included."""
 
@@ -803,7 +821,6 @@ def make_ports(
 ) -> Ports:
     """Ports built from fresh fakes; ``overrides`` replace single ports by name."""
     clock = clock or FakeClock()
-    ledger = FakeLedger(clock)
     calendar = WorkingCalendar(china_working_day)
     parts: dict[str, Any] = {
         "orders": FakeOrderRepository(),
@@ -815,11 +832,11 @@ def make_ports(
         "ids": SequentialIds(clock),
         "steps": FakeStepQueue(),
         "gateways": {
-            PaymentChannel.ALIPAY: FakeGateway("alipay"),
-            PaymentChannel.WECHAT: FakeGateway("wechat"),
-            PaymentChannel.BALANCE: ledger,
+            PaymentChannel.ALIPAY: FakeGateway("alipay", clock),
+            PaymentChannel.WECHAT: FakeGateway("wechat", clock),
+            PaymentChannel.BALANCE: FakeGateway("balance", clock),
         },
-        "ledger": ledger,
+        "reconciliations": FakeReconciliationStore(),
         "stats": FakeStatsStore(),
         "events": FakeEventBus(),
         "config": config or ServiceConfig(),

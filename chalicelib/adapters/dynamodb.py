@@ -30,13 +30,15 @@ from pynamodb.attributes import (
 from pynamodb.exceptions import PutError, UpdateError
 from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action as UpdateAction
-from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
 from pynamodb.models import Model
+from pynamodb.settings import get_settings_value
 
 from chalicelib.domain.calendar import WorkingCalendar
 from chalicelib.domain.days import shanghai_day
 from chalicelib.domain.model import Message, Order, OrderBooking, Refund, RefundStatus
 from chalicelib.domain.promises import next_escalation, stale_at
+from chalicelib.domain.reconciliation import paid_day
 from chalicelib.service.exceptions import (
     ConcurrentChange,
     Conflict,
@@ -189,6 +191,19 @@ class AwaitingStepIndex(GlobalSecondaryIndex["RefundModel"]):
     step_due = UnicodeAttribute(range_key=True)
 
 
+class PaidDayIndex(GlobalSecondaryIndex["RefundModel"]):
+    """``paid`` refunds by the Asia/Shanghai day they were paid, sharded (``reconcile``);
+    sparse: only ``paid`` refunds carry the key. Keys only: reconcile reads the refunds it
+    needs by batch."""
+
+    class Meta:
+        index_name = "by_paid_day"
+        projection = KeysOnlyProjection()
+
+    paid_day = UnicodeAttribute(hash_key=True)
+    refund_id = UnicodeAttribute(range_key=True)
+
+
 class RefundModel(Model):
     """A refund: the attributes its keys and indexes need, and the rest as one document.
 
@@ -214,6 +229,7 @@ class RefundModel(Model):
     escalation_at = UnicodeAttribute(null=True)
     stale_shard = UnicodeAttribute(null=True)
     stale_at = UnicodeAttribute(null=True)
+    paid_day = UnicodeAttribute(null=True)
     doc = UnicodeAttribute(null=True)
     created_doc = UnicodeAttribute(null=True)
     """The document as the create wrote it, so an idempotent replay answers exactly the same."""
@@ -228,6 +244,7 @@ class RefundModel(Model):
     by_step_due = AwaitingStepIndex()
     by_escalation_due = EscalationDueIndex()
     by_stale_due = StaleIndex()
+    by_paid_day = PaidDayIndex()
 
     @classmethod
     def from_refund(
@@ -258,6 +275,9 @@ class RefundModel(Model):
         if stale is not None:
             item.stale_shard = f"stale#{shard}"
             item.stale_at = _utc_text(stale)
+        paid_on = paid_day(refund)
+        if paid_on is not None:
+            item.paid_day = f"{paid_on.isoformat()}#{shard}"
         if refund.version:
             item.version = refund.version
         return item
@@ -374,6 +394,17 @@ def _utc_text(at: datetime) -> str:
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+_BINDING = (
+    "table_name",
+    "region",
+    "host",
+    "connect_timeout_seconds",
+    "read_timeout_seconds",
+    "max_retry_attempts",
+)
+"""What ``bind_models`` sets on each model's Meta, in its binding's order."""
+
+
 def bind_models(settings: Settings) -> None:
     """Point the models at the stage's tables and endpoint (moto in tests and locally)."""
     names = {
@@ -384,12 +415,26 @@ def bind_models(settings: Settings) -> None:
         LedgerModel: settings.ledger_table,
         StatsModel: settings.stats_table,
     }
+    if settings.is_local:
+        # The local stack's emulator answers one request at a time: PynamoDB's own timeouts.
+        calls: tuple[Any, ...] = tuple(
+            get_settings_value(name)
+            for name in ("connect_timeout_seconds", "read_timeout_seconds", "max_retry_attempts")
+        )
+    else:
+        # Each call ends within the function's timeout, as the bootstrap's clients' do.
+        calls = (
+            settings.aws_connect_timeout_seconds,
+            settings.aws_read_timeout_seconds,
+            settings.aws_max_attempts - 1,  # PynamoDB counts the retries, in standard mode
+        )
     for model, table_name in names.items():
-        binding = (table_name, settings.region, settings.aws_endpoint_url)
+        binding = (table_name, settings.region, settings.aws_endpoint_url, *calls)
         meta = model.Meta
-        if (meta.table_name, getattr(meta, "region", None), getattr(meta, "host", None)) == binding:
+        if tuple(getattr(meta, name, None) for name in _BINDING) == binding:
             continue  # keep the connection: each new one builds a botocore session (~0.1 s)
-        meta.table_name, meta.region, meta.host = binding
+        for name, value in zip(_BINDING, binding, strict=True):
+            setattr(meta, name, value)
         model._connection = None
 
 
@@ -558,6 +603,7 @@ class DynamoRefundRepository:
                     _set_or_remove(model.escalation_at, item.escalation_at),
                     _set_or_remove(model.stale_shard, item.stale_shard),
                     _set_or_remove(model.stale_at, item.stale_at),
+                    _set_or_remove(model.paid_day, item.paid_day),
                     model.doc.set(item.doc),
                     model.change_id.set(change_id),
                 ]
@@ -627,6 +673,25 @@ class DynamoRefundRepository:
     def list_escalations_due(self, now: datetime, limit: int) -> list[Refund]:
         index, key = RefundModel.by_escalation_due, RefundModel.escalation_at
         return _due(index, "escalations", key, now, self._shards, limit)
+
+    def list_paid_on(self, day: date) -> list[Refund]:
+        ids = [
+            item.refund_id
+            for shard in range(self._shards)
+            for item in RefundModel.by_paid_day.query(f"{day.isoformat()}#{shard}")
+        ]
+        paid = self.get_many(ids)
+        # The index is eventually consistent: a refund read since it was indexed may have
+        # moved on.
+        return [paid[refund_id] for refund_id in ids if paid_day(paid.get(refund_id)) == day]
+
+    def get_many(self, refund_ids: list[str]) -> dict[str, Refund]:
+        found = {}
+        for item in RefundModel.batch_get(refund_ids, consistent_read=True):
+            refund = item.to_refund()
+            if refund is not None:
+                found[refund.refund_id] = refund
+        return found
 
     def list_stale(self, now: datetime, limit: int) -> list[Refund]:
         return _due(

@@ -18,6 +18,7 @@ from chalicelib.domain.model import (
     Refund,
     RefundStatus,
 )
+from chalicelib.domain.reconciliation import Reconciliation, StatementEntry
 from chalicelib.domain.stats import Contribution
 from chalicelib.domain.workflow import Step
 
@@ -38,6 +39,7 @@ __all__ = [
     "PayoutState",
     "Ports",
     "PresignedUpload",
+    "ReconciliationStore",
     "RefundRepository",
     "ServiceConfig",
     "StatementEntry",
@@ -46,7 +48,6 @@ __all__ = [
     "StoredChange",
     "StoredObject",
     "StoredOrder",
-    "WalletLedger",
 ]
 
 
@@ -177,6 +178,14 @@ class RefundRepository(Protocol):
 
     def list_escalations_due(self, now: datetime, limit: int) -> list[Refund]:
         """Refunds whose next escalation (X2) has come at ``now``; costs what is due."""
+        ...
+
+    def list_paid_on(self, day: date) -> list[Refund]:
+        """The refunds paid on one Asia/Shanghai day and still ``paid`` (``reconcile``)."""
+        ...
+
+    def get_many(self, refund_ids: list[str]) -> dict[str, Refund]:
+        """The refunds of those ids that exist, by id (fenced creates left out)."""
         ...
 
     def list_stale(self, now: datetime, limit: int) -> list[Refund]:
@@ -335,23 +344,20 @@ class PaymentGateway(Protocol):
         """
         ...
 
-
-@dataclass(frozen=True)
-class StatementEntry:
-    """Money a channel moved, as its daily statement lists it."""
-
-    refund_no: str
-    amount: int
-    status: str
-    at: datetime
-
-
-class WalletLedger(Protocol):
-    """The platform balance's ledger: one credit per refund id, instant (P1, P2)."""
-
     def statement(self, day: date) -> list[StatementEntry]:
-        """The credits of one Asia/Shanghai day (by the business clock), oldest first."""
+        """The money the channel moved on one Asia/Shanghai day, as its daily statement (or
+        bill) lists it, oldest first (``reconcile``)."""
         ...
+
+
+class ReconciliationStore(Protocol):
+    """The runs of ``reconcile``, one per day (API.md, ``GET /admin/reconciliation``)."""
+
+    def record(self, run: Reconciliation) -> None:
+        """Keep ``run``, replacing an earlier run over the same day."""
+        ...
+
+    def get(self, day: date) -> Reconciliation | None: ...
 
 
 @dataclass(frozen=True)
@@ -447,7 +453,7 @@ class Ports:
     steps: StepQueue
     gateways: Mapping[PaymentChannel, PaymentGateway]
     """Each channel's refund API; ``balance`` is the platform's own wallet ledger."""
-    ledger: WalletLedger
+    reconciliations: ReconciliationStore
     stats: StatsStore
     events: EventBus
     config: ServiceConfig = field(default_factory=ServiceConfig)

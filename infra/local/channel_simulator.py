@@ -28,11 +28,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from socketserver import ThreadingMixIn
 from typing import Any
 from urllib.parse import unquote, urlsplit
+
+from chalicelib.domain.days import shanghai_day
 
 __all__ = ["CHANNELS", "ChannelSettings", "ChannelSimulator"]
 
@@ -281,14 +283,17 @@ class ChannelSimulator:
         """One request's answer; raises _DropConnection for an answer that must be lost."""
         if parts and parts[0] == "_control":
             return self._control(method, parts[1:], body)
-        if len(parts) >= 2 and parts[1] == "refunds":
+        if len(parts) >= 2 and parts[1] in ("refunds", "statements"):
             channel = self._channels.get(parts[0])
             if channel is None:
                 return 404, {"code": "NOT_FOUND", "message": f"no channel {parts[0]}"}
-            if method == "POST" and len(parts) == 2:
-                return self._signed(headers, body, lambda: self._refund(channel, body))
-            if method == "GET" and len(parts) == 3:
-                return self._signed(headers, body, lambda: self._query(channel, parts[2]))
+            found = channel
+            if parts[1] == "refunds" and method == "POST" and len(parts) == 2:
+                return self._signed(headers, body, lambda: self._refund(found, body))
+            if parts[1] == "refunds" and method == "GET" and len(parts) == 3:
+                return self._signed(headers, body, lambda: self._query(found, parts[2]))
+            if parts[1] == "statements" and method == "GET" and len(parts) == 3:
+                return self._signed(headers, body, lambda: self._statement(found, parts[2]))
         return 404, {"code": "NOT_FOUND", "message": f"no route {method} /{'/'.join(parts)}"}
 
     def _signed(
@@ -383,6 +388,21 @@ class ChannelSimulator:
             self._book(channel, payout)
             answer = payout.as_json()
         self._notify(channel, answer)
+
+    def _statement(self, channel: _Channel, day_text: str) -> tuple[int, Any]:
+        """The channel's statement of one Beijing day, as a channel's daily bill: what moved."""
+        try:
+            day = date.fromisoformat(day_text)
+        except ValueError:
+            return 400, {"code": "INVALID_REQUEST", "message": f"not a day: {day_text}"}
+        with self._lock:
+            entries = [
+                dict(entry)
+                for entry in channel.statement
+                # Channels cut their bills at midnight Beijing time.
+                if shanghai_day(datetime.fromisoformat(entry["at"].replace("Z", "+00:00"))) == day
+            ]
+        return 200, {"channel": channel.name, "day": day.isoformat(), "entries": entries}
 
     def _query(self, channel: _Channel, refund_id: str) -> tuple[int, Any]:
         self._delay(channel)

@@ -15,7 +15,7 @@ import io
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -36,6 +36,7 @@ from chalicelib.adapters.channels.http import HttpAnswer, TransportTimeout, Tran
 from chalicelib.adapters.exceptions import InvalidNotification
 from chalicelib.service.exceptions import ChannelOutcomeUnknown, ChannelUnavailable
 from chalicelib.service.ports import PayoutRequest, PayoutState
+from tests.integration.test_channel_bills import ALIPAY_REFUNDS, PAYMENT, alipay_bill
 
 APP_ID = "2021004112345678"
 ORDER_ID = "o-1001"
@@ -856,3 +857,206 @@ def test_keys_as_the_bare_base64_alipay_hands_out_are_accepted(
     # WHEN a refund is paid
     # THEN requests are signed and answers verified as with PEM keys
     assert gateway.pay(payout()).state is PayoutState.SUCCESS
+
+
+# ---------------------------------------------------------------- the daily bill (statement)
+
+BILL_MEMBER = "alipay_data_dataservice_bill_downloadurl_query_response"
+BILL_DAY = date(2026, 11, 30)
+BILL_URL = (
+    "http://dwbillcenter.alipay.com/downloadBillFile.resource?bizType=trade"
+    "&userId=20881234567890120156&fileType=csv.zip&bizDates=20261130"
+    "&downloadFileName=20881234567890120156_20261130.csv.zip&fileId=%2Ftrade%2F20261130.csv.zip"
+    "&timestamp=1764551554&token=5ab2a5d0b3b3a7e1c3f1"
+)
+
+
+@dataclass
+class BillServer:
+    """Alipay's gateway for the signed calls, and the file server behind
+    ``bill_download_url``: the download is a plain GET, unsigned, valid for a short while."""
+
+    gateway: FakeAlipay
+    files: dict[str, HttpAnswer | Exception] = field(default_factory=dict)
+    downloads: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+
+    def __call__(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        timeout: float,
+    ) -> HttpAnswer:
+        if method != "GET":
+            return self.gateway(method, url, headers, body, timeout)
+        assert body is None
+        assert 0 < timeout <= 30
+        self.downloads.append((url, dict(headers)))
+        answer = self.files.pop(url)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+@pytest.fixture
+def bill_server(channel: FakeAlipay) -> Iterator[BillServer]:
+    server = BillServer(channel)
+    yield server
+    assert not server.files, "a bill was put up and never downloaded"
+
+
+@pytest.fixture
+def bill_gateway(keys: Keys, bill_server: BillServer, trades: Trades) -> AlipayGateway:
+    return AlipayGateway(
+        app_id=APP_ID,
+        app_private_key=keys.app.private_pem,
+        alipay_public_key=keys.alipay.public_pem,
+        trade_reference=trades,
+        wall_clock=lambda: NOW,
+        transport=bill_server,
+    )
+
+
+def bill_answer(keys: Keys, signer: KeyPair | None = None, **fields: str) -> HttpAnswer:
+    return _answer(_raw_answer(BILL_MEMBER, fields, signer))
+
+
+def bill_ready(keys: Keys) -> HttpAnswer:
+    """Alipay's documented answer: the URL to download the day's bill from."""
+    return bill_answer(keys, keys.alipay, code="10000", msg="Success", bill_download_url=BILL_URL)
+
+
+def bill_file(content: bytes, status: int = 200) -> HttpAnswer:
+    return HttpAnswer(
+        status=status,
+        headers={
+            "Content-Type": "application/oct-stream",
+            "Content-Disposition": "attachment;filename=20881234567890120156_20261130.csv.zip",
+        },
+        body=content,
+    )
+
+
+def test_a_statement_is_the_refunds_of_the_bill_alipay_gives_to_download(
+    bill_gateway: AlipayGateway, channel: FakeAlipay, bill_server: BillServer
+) -> None:
+    # GIVEN Alipay's trade bill of the day, with a payment and three refunds
+    channel.answer(bill_ready(channel.keys))
+    bill_server.files[BILL_URL] = bill_file(alipay_bill([PAYMENT, *ALIPAY_REFUNDS]))
+    # WHEN the day's statement is read
+    entries = bill_gateway.statement(BILL_DAY)
+    # THEN one RSA2-signed bill query went out (the fake checked its signature), for the
+    # trade bill of that day
+    assert len(channel.sent) == 1
+    sent = channel.last
+    assert sent.params["method"] == "alipay.data.dataservice.bill.downloadurl.query"
+    assert sent.params["app_id"] == APP_ID
+    assert sent.params["sign_type"] == "RSA2"
+    assert sent.params["timestamp"] == NOW_IN_BEIJING
+    assert sent.biz == {"bill_type": "trade", "bill_date": "2026-11-30"}
+    # AND the file was fetched with a plain GET of the URL Alipay gave, unsigned
+    assert bill_server.downloads == [(BILL_URL, {})]
+    # AND the statement is the bill's refunds, by our out_request_no, oldest first
+    assert [(entry.refund_no, entry.amount, entry.status) for entry in entries] == [
+        ("rf_02A", 1, "SUCCESS"),
+        ("rf_01A", 8800, "SUCCESS"),
+        ("rf_03A", 1199, "SUCCESS"),
+    ]
+    assert entries[0].at == datetime(2026, 11, 30, 1, 30, tzinfo=UTC)
+
+
+def test_the_bill_query_is_the_one_python_alipay_sdk_sends_and_its_answer_one_it_accepts(
+    bill_gateway: AlipayGateway,
+    channel: FakeAlipay,
+    bill_server: BillServer,
+    keys: Keys,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN the maintained client asking the same fake Alipay for the same bill (it has no
+    # method of its own for it: its generic signed call)
+    sdk_urls: list[str] = []
+
+    def sdk_urlopen(url: str, timeout: float | None = None) -> io.BytesIO:
+        sdk_urls.append(url)
+        return io.BytesIO(bill_ready(keys).body)
+
+    monkeypatch.setattr(alipay_sdk, "urlopen", sdk_urlopen)
+    sdk = alipay_sdk.AliPay(
+        appid=APP_ID,
+        app_private_key_string=keys.app.private_pem,
+        alipay_public_key_string=keys.alipay.public_pem,
+    )
+    sdk_answer = sdk.verified_sync_response(
+        sdk.build_body(
+            "alipay.data.dataservice.bill.downloadurl.query",
+            {"bill_type": "trade", "bill_date": "2026-11-30"},
+        ),
+        BILL_MEMBER,
+    )
+    # WHEN the gateway reads the day's statement
+    channel.answer(bill_ready(keys))
+    bill_server.files[BILL_URL] = bill_file(alipay_bill([PAYMENT]))
+    bill_gateway.statement(BILL_DAY)
+    # THEN both sent the same method, app, signing scheme and business content
+    sdk_params = dict(parse_qsl(urlsplit(sdk_urls[0]).query))
+    for name in ("app_id", "method", "charset", "sign_type", "version"):
+        assert channel.last.params[name] == sdk_params[name], name
+    assert channel.last.biz == json.loads(sdk_params["biz_content"])
+    # AND the client verified the fake's signed answer and found the same URL in it
+    assert sdk_answer["bill_download_url"] == BILL_URL
+    assert bill_server.downloads[0][0] == BILL_URL
+
+
+@pytest.mark.parametrize(
+    ("answer", "download"),
+    [
+        pytest.param(
+            lambda keys: bill_answer(
+                keys,
+                keys.alipay,
+                code="40004",
+                msg="Business Failed",
+                sub_code="isp.bill_not_exist",
+                sub_msg="账单不存在",
+            ),
+            None,
+            id="not ready yet",
+        ),
+        pytest.param(
+            lambda keys: bill_answer(
+                keys, None, code="10000", msg="Success", bill_download_url=BILL_URL
+            ),
+            None,
+            id="unsigned answer",
+        ),
+        pytest.param(
+            lambda keys: bill_answer(keys, keys.alipay, code="10000", msg="Success"),
+            None,
+            id="no download URL",
+        ),
+        pytest.param(lambda keys: TransportUnreachable("connection refused"), None, id="refused"),
+        pytest.param(bill_ready, bill_file(b"<html>Not Found</html>", 404), id="HTTP 404"),
+        pytest.param(bill_ready, bill_file(b"<html>expired</html>"), id="not a zip"),
+        pytest.param(bill_ready, TransportTimeout("read timed out"), id="download timed out"),
+        pytest.param(bill_ready, TransportUnreachable("no route"), id="download unreachable"),
+    ],
+)
+def test_a_bill_that_cannot_be_had_or_read_leaves_the_statement_unavailable(
+    bill_gateway: AlipayGateway,
+    channel: FakeAlipay,
+    bill_server: BillServer,
+    answer: Any,
+    download: HttpAnswer | Exception | None,
+) -> None:
+    # GIVEN a bill Alipay has not made yet, an answer nobody vouches for, or a download that
+    # fails or is no bill
+    channel.answer(answer(channel.keys))
+    if download is not None:
+        bill_server.files[BILL_URL] = download
+    # WHEN the day's statement is read
+    # THEN it is unavailable (the run is retried), never read as a day without refunds
+    with pytest.raises(ChannelUnavailable):
+        bill_gateway.statement(BILL_DAY)
+    # AND nothing is downloaded from a URL that was not Alipay's signed word
+    assert len(bill_server.downloads) == (download is not None)

@@ -17,14 +17,15 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
+from chalicelib.adapters.channels.http import HttpAnswer, Urllib3Transport
 from chalicelib.adapters.channels.simulator import SimulatorGateway
 from chalicelib.adapters.exceptions import InvalidNotification
 from chalicelib.service.exceptions import (
@@ -32,7 +33,12 @@ from chalicelib.service.exceptions import (
     ChannelUnavailable,
     ServiceError,
 )
-from chalicelib.service.ports import PaymentGateway, PayoutRequest, PayoutState
+from chalicelib.service.ports import (
+    PaymentGateway,
+    PayoutRequest,
+    PayoutState,
+    StatementEntry,
+)
 from infra.local.channel_simulator import ChannelSimulator
 
 SECRET = "local-channel-secret-0123456789abcdef"
@@ -636,3 +642,100 @@ def test_the_simulator_stops_cleanly(webhook: Webhook, clock: BusinessClock) -> 
         assert probe.connect_ex((host, int(port))) != 0
     # AND a simulator never started stops too
     ChannelSimulator(SECRET, lambda: webhook.url, clock).stop()
+
+
+# ---------------------------------------------------------------- statements
+
+
+def test_a_statement_is_what_the_channel_moved_that_beijing_day(
+    simulator: ChannelSimulator, clock: BusinessClock
+) -> None:
+    # GIVEN two refunds paid on 30 November in Beijing, the second at its last second
+    # (15:59:59 UTC), and a third a second later, 1 December in Beijing
+    alipay = gateway(simulator)
+    alipay.pay(payout("rf_17A"))
+    clock.now = datetime(2026, 11, 30, 15, 59, 59, tzinfo=UTC)
+    alipay.pay(payout("rf_17B", amount=1))
+    clock.now = datetime(2026, 11, 30, 16, 0, tzinfo=UTC)
+    alipay.pay(payout("rf_17C", amount=500))
+
+    # WHEN the statement of 30 November is read through the gateway
+    entries = alipay.statement(date(2026, 11, 30))
+
+    # THEN it has both refunds of that day, oldest first, with their amounts and times
+    assert entries == [
+        StatementEntry("rf_17A", 8800, "SUCCESS", datetime(2026, 11, 30, 9, 0, tzinfo=UTC)),
+        StatementEntry("rf_17B", 1, "SUCCESS", datetime(2026, 11, 30, 15, 59, 59, tzinfo=UTC)),
+    ]
+    # AND the next day's has the third, a day without payouts has none, and the other
+    # channel's statement of the same day is its own
+    assert [entry.refund_no for entry in alipay.statement(date(2026, 12, 1))] == ["rf_17C"]
+    assert alipay.statement(date(2026, 11, 29)) == []
+    assert gateway(simulator, "wechat").statement(date(2026, 11, 30)) == []
+
+
+def test_a_wechat_refund_is_on_the_statement_once_it_settled(
+    simulator: ChannelSimulator, webhook: Webhook
+) -> None:
+    # GIVEN WeChat accepting a refund, which it settles later
+    wechat = gateway(simulator, "wechat")
+    wechat.pay(payout("rf_18W", amount=1200))
+
+    # WHEN it has settled (and notified), and the day's statement is read
+    webhook.wait_for(1)
+    entries = wechat.statement(date(2026, 11, 30))
+
+    # THEN the money it moved is there
+    assert [(entry.refund_no, entry.amount, entry.status) for entry in entries] == [
+        ("rf_18W", 1200, "SUCCESS")
+    ]
+
+
+def test_the_simulator_refuses_an_unsigned_statement_request(simulator: ChannelSimulator) -> None:
+    # GIVEN a day with a payout, and a statement request with no signature at all
+    gateway(simulator).pay(payout("rf_19N"))
+    url = f"{simulator.url}/alipay/statements/2026-11-30"
+    request = urllib.request.Request(url, method="GET")  # noqa: S310 - local http
+
+    # WHEN it is sent
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=WAIT_SECONDS)  # noqa: S310
+
+    # THEN 401, and the statement is not shown
+    assert refused.value.code == 401
+    answer = json.loads(refused.value.read())
+    assert answer["code"] == "INVALID_SIGNATURE"
+    assert "entries" not in answer
+    # AND a gateway holding the wrong secret gets a fault, not a channel outcome to retry
+    with pytest.raises(RuntimeError) as reading:
+        gateway(simulator, secret="not-the-channel-secret-0123456789").statement(date(2026, 11, 30))
+    assert not isinstance(reading.value, ServiceError)
+
+
+@pytest.mark.parametrize("bad_day", ["2026-02-30", "2026-13-01", "yesterday"])
+def test_a_statement_of_no_calendar_day_is_refused(
+    simulator: ChannelSimulator, bad_day: str
+) -> None:
+    # GIVEN a signed statement request for a day that is not a calendar day
+    url = f"{simulator.url}/alipay/statements/{bad_day}"
+    request = urllib.request.Request(url, headers=_signed(b""), method="GET")  # noqa: S310
+
+    # WHEN it is sent
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=WAIT_SECONDS)  # noqa: S310
+
+    # THEN 400
+    assert refused.value.code == 400
+    assert json.loads(refused.value.read())["code"] == "INVALID_REQUEST"
+
+    # AND a gateway whose request reaches the simulator with such a day (a proxy garbling its
+    # path: the signature covers the body only) raises, never reads an empty statement
+    real = Urllib3Transport()
+
+    def garbling(
+        method: str, target: str, headers: Mapping[str, str], body: bytes | None, timeout: float
+    ) -> HttpAnswer:
+        return real(method, target.replace("2026-11-30", bad_day), headers, body, timeout)
+
+    with pytest.raises(RuntimeError, match="400"):
+        gateway(simulator, transport=garbling).statement(date(2026, 11, 30))

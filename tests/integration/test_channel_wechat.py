@@ -12,17 +12,18 @@ transport against a stand-in WeChat Pay on 127.0.0.1.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 import socket
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 import wechatpayv3.core
@@ -44,6 +45,7 @@ from chalicelib.adapters.channels.wechat import WECHATPAY_BASE_URL, WeChatPayGat
 from chalicelib.adapters.exceptions import InvalidNotification
 from chalicelib.service.exceptions import ChannelOutcomeUnknown, ChannelUnavailable
 from chalicelib.service.ports import PayoutRequest, PayoutState
+from tests.integration.test_channel_bills import EXPECTED_WECHAT, WECHAT_REFUNDS, wechat_bill
 
 MCHID = "1900000109"
 APPID = "wxd678efh567hg6787"
@@ -1056,3 +1058,214 @@ def test_over_real_http_a_refused_connection_is_unavailable(keys: Keys) -> None:
     # THEN nothing reached WeChat: unavailable, and a retry is safe
     with pytest.raises(ChannelUnavailable):
         gateway.pay(payout())
+
+
+# ---------------------------------------------------------------- the daily refund bill (statement)
+
+BILL_DAY = date(2026, 11, 30)
+BILL_REQUEST_PATH = "/v3/bill/tradebill?bill_date=2026-11-30&bill_type=REFUND"
+DOWNLOAD_PATH = "/v3/billdownload/file?token=6XIv5TUPto7pByrTQKhd6kwvyKLG2uY2wMMR8cNXqaA_Cv_isgaU"
+DOWNLOAD_URL = WECHATPAY_BASE_URL + DOWNLOAD_PATH
+BILL = ("\ufeff" + wechat_bill(WECHAT_REFUNDS)).encode("utf-8")
+
+
+def bill_document(content: bytes = BILL, **changes: str) -> dict[str, str]:
+    """WeChat Pay's answer to ``GET /v3/bill/tradebill``: where the file is, and its SHA1."""
+    document = {
+        "hash_type": "SHA1",
+        "hash_value": hashlib.sha1(content, usedforsecurity=False).hexdigest(),
+        "download_url": DOWNLOAD_URL,
+    }
+    document.update(changes)
+    return document
+
+
+def bill_file(content: bytes = BILL, status: int = 200) -> HttpAnswer:
+    """The file from its download URL, which WeChat Pay does not sign: its hash vouches."""
+    return HttpAnswer(
+        status=status, headers={"Content-Type": "application/octet-stream"}, body=content
+    )
+
+
+def test_a_statement_is_the_refund_bill_downloaded_and_checked_against_its_sha1(
+    gateway: WeChatPayGateway, channel: FakeWeChatPay
+) -> None:
+    # GIVEN WeChat's refund bill of the day, and its signed answer naming the file and hash
+    channel.answer(signed_answer(channel.keys, 200, bill_document()), bill_file())
+    # WHEN the day's statement is read
+    entries = gateway.statement(BILL_DAY)
+    # THEN two signed GETs went out (the fake checked each signature over path and query):
+    # the refund bill of that day, then the file at the download URL's path and query
+    assert [(sent.method, sent.path, sent.body) for sent in channel.sent] == [
+        ("GET", BILL_REQUEST_PATH, None),
+        ("GET", DOWNLOAD_PATH, None),
+    ]
+    # AND the statement is the bill's refunds, the one not yet paid with its status
+    assert entries == EXPECTED_WECHAT
+
+
+def test_the_bill_requests_are_the_ones_wechatpayv3_sends(
+    gateway: WeChatPayGateway, channel: FakeWeChatPay, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN the maintained client asking the same fake WeChat Pay for the same bill and file,
+    # its requests passing the same independent check
+    monkeypatch.setattr(wechatpayv3.utils, "time", SimpleNamespace(time=lambda: NOW.timestamp()))
+    sdk_sent: list[Sent] = []
+    answers = [signed_answer(keys, 200, bill_document()), bill_file()]
+
+    def sdk_get(url: str, headers: dict[str, str], **_: Any) -> SimpleNamespace:
+        sdk_sent.append(check_request(keys, "GET", url, headers, None, nonce=None))
+        answer = answers.pop(0)
+        return SimpleNamespace(
+            status_code=answer.status,
+            headers=CaseInsensitiveDict(answer.headers),
+            text=answer.body.decode(),
+            content=answer.body,
+        )
+
+    monkeypatch.setattr(wechatpayv3.core, "requests", SimpleNamespace(get=sdk_get))
+    sdk = merchant_sdk(keys)
+    sdk_status, sdk_text = sdk.trade_bill("2026-11-30", bill_type="REFUND")
+    sdk_file_status, sdk_file = sdk.download_bill(json.loads(sdk_text)["download_url"])
+    # WHEN the gateway reads the day's statement
+    channel.answer(signed_answer(keys, 200, bill_document()), bill_file())
+    gateway.statement(BILL_DAY)
+    # THEN both asked for the same bill: the client adds tar_type=GZIP by default, where the
+    # gateway asks for the plain file it hashes and reads
+    sdk_bill, bill = urlsplit(sdk_sent[0].path), urlsplit(channel.sent[0].path)
+    assert sdk_bill.path == bill.path
+    assert dict(parse_qsl(sdk_bill.query)) == dict(parse_qsl(bill.query)) | {"tar_type": "GZIP"}
+    # AND both downloaded the same file, signed over the same path and query
+    assert sdk_sent[1].path == channel.sent[1].path == DOWNLOAD_PATH
+    # AND the client verified the fake's signed bill answer, and got the file the gateway read
+    assert (sdk_status, sdk_file_status, sdk_file) == (200, 200, BILL)
+
+
+def test_a_day_without_a_bill_is_an_empty_statement(
+    gateway: WeChatPayGateway, channel: FakeWeChatPay
+) -> None:
+    # GIVEN a day without a single trade or refund, for which WeChat makes no bill
+    channel.answer(
+        signed_answer(channel.keys, 400, error_document("NO_STATEMENT_EXIST", "账单文件不存在"))
+    )
+    # WHEN the day's statement is read
+    # THEN it is empty, and nothing is downloaded
+    assert gateway.statement(BILL_DAY) == []
+    assert len(channel.sent) == 1
+
+
+def test_an_unsigned_no_bill_answer_is_no_empty_statement(
+    gateway: WeChatPayGateway, channel: FakeWeChatPay
+) -> None:
+    # GIVEN a "no bill" answer without WeChat's signature (WeChat signs every answer to a
+    # request it authenticated): it would say no money moved, and hide a refund paid twice
+    channel.answer(
+        signed_answer(
+            channel.keys,
+            400,
+            error_document("NO_STATEMENT_EXIST", "账单文件不存在"),
+            signed=False,
+        )
+    )
+    # WHEN the day's statement is read
+    # THEN it is unavailable, not an empty day
+    with pytest.raises(ChannelUnavailable, match="NO_STATEMENT_EXIST"):
+        gateway.statement(BILL_DAY)
+
+
+@pytest.mark.parametrize(
+    "answers",
+    [
+        pytest.param(
+            lambda keys: [
+                signed_answer(keys, 400, error_document("STATEMENT_CREATING", "账单生成中"))
+            ],
+            id="being made",
+        ),
+        pytest.param(
+            lambda keys: [signed_answer(keys, 429, error_document("FREQUENCY_LIMITED", "频率"))],
+            id="frequency limited",
+        ),
+        pytest.param(
+            lambda keys: [
+                signed_answer(keys, 200, bill_document(b"another file")),
+                bill_file(),
+            ],
+            id="wrong SHA1",
+        ),
+        pytest.param(
+            lambda keys: [
+                signed_answer(keys, 200, bill_document()),
+                bill_file(BILL.replace(b"`88.00", b"`8.00")),
+            ],
+            id="file changed on the way",
+        ),
+        pytest.param(
+            lambda keys: [signed_answer(keys, 200, bill_document(hash_type="MD5"))],
+            id="no SHA1",
+        ),
+        pytest.param(
+            lambda keys: [
+                signed_answer(
+                    keys, 200, bill_document(download_url="http://api.mch.weixin.qq.com/x")
+                )
+            ],
+            id="download URL not https",
+        ),
+        pytest.param(
+            lambda keys: [
+                signed_answer(keys, 200, bill_document()),
+                bill_file(b'{"code":"RESOURCE_NOT_EXISTS"}', status=404),
+            ],
+            id="download HTTP 404",
+        ),
+        pytest.param(
+            lambda keys: [
+                signed_answer(keys, 200, bill_document(wechat_bill(WECHAT_REFUNDS).encode("gbk"))),
+                bill_file(wechat_bill(WECHAT_REFUNDS).encode("gbk")),
+            ],
+            id="file not UTF-8",
+        ),
+        pytest.param(
+            lambda keys: [
+                signed_answer(keys, 200, bill_document(b"<html>maintenance</html>")),
+                bill_file(b"<html>maintenance</html>"),
+            ],
+            id="file not a bill",
+        ),
+    ],
+)
+def test_a_bill_that_cannot_be_had_or_trusted_leaves_the_statement_unavailable(
+    gateway: WeChatPayGateway, channel: FakeWeChatPay, answers: Any
+) -> None:
+    # GIVEN a bill WeChat is still making, a file that does not match its signed hash, or
+    # one that cannot be fetched or read
+    channel.answer(*answers(channel.keys))
+    # WHEN the day's statement is read
+    # THEN it is unavailable (the run is retried), never read as fewer refunds
+    with pytest.raises(ChannelUnavailable):
+        gateway.statement(BILL_DAY)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        pytest.param(
+            lambda keys: signed_answer(keys, 200, bill_document(), signed=False), id="unsigned"
+        ),
+        pytest.param(
+            lambda keys: signed_answer(keys, 200, bill_document(), signer=keys.stranger),
+            id="another key",
+        ),
+    ],
+)
+def test_a_bill_answer_that_does_not_verify_is_no_answer(
+    gateway: WeChatPayGateway, channel: FakeWeChatPay, answer: Any
+) -> None:
+    # GIVEN a bill answer WeChat did not sign: its hash and URL vouch for nothing
+    channel.answer(answer(channel.keys))
+    # WHEN the day's statement is read
+    # THEN it is refused like any answer that does not verify, and nothing is downloaded
+    with pytest.raises(ChannelOutcomeUnknown, match=r"unsigned|signature"):
+        gateway.statement(BILL_DAY)
+    assert len(channel.sent) == 1

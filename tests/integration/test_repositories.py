@@ -605,7 +605,7 @@ def test_the_balance_credits_once_per_refund_and_lists_the_day_on_moto(moto_port
     from chalicelib.domain.days import shanghai_day
 
     day = shanghai_day(moto_ports.clock.now())
-    entries = moto_ports.ledger.statement(day)
+    entries = ledger.statement(day)
     assert [(e.refund_no, e.amount) for e in entries] == [(rid(1), 8800)]
 
 

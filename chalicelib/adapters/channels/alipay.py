@@ -25,12 +25,13 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode
 
+from chalicelib.adapters.channels.bills import BillUnreadable, alipay_refunds
 from chalicelib.adapters.channels.http import (
     HttpAnswer,
     Transport,
@@ -40,7 +41,7 @@ from chalicelib.adapters.channels.http import (
 )
 from chalicelib.adapters.exceptions import InvalidNotification
 from chalicelib.service.exceptions import ChannelOutcomeUnknown, ChannelUnavailable
-from chalicelib.service.ports import PayoutRequest, PayoutResult, PayoutState
+from chalicelib.service.ports import PayoutRequest, PayoutResult, PayoutState, StatementEntry
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
@@ -65,6 +66,8 @@ MAX_REASON_LENGTH = 256
 
 REFUND_METHOD = "alipay.trade.refund"
 REFUND_QUERY_METHOD = "alipay.trade.fastpay.refund.query"
+BILL_METHOD = "alipay.data.dataservice.bill.downloadurl.query"
+BILL_TYPE = "trade"
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 ACCEPTED = "10000"
@@ -244,6 +247,26 @@ class AlipayGateway:
             f"alipay: refund query of {refund_id}: refund_status={status or '(none)'}"
             f" refund_amount={refunded or '(none)'}"
         )
+
+    def statement(self, day: date) -> list[StatementEntry]:
+        """The refunds of the day's trade bill (Beijing day), from the download URL that
+        ``alipay.data.dataservice.bill.downloadurl.query`` gives (ready T+1 after about
+        09:00; before that Alipay answers ``isp.bill_not_exist``, and the run is retried)."""
+        what = f"the bill of {day.isoformat()}"
+        answer = self._call(BILL_METHOD, {"bill_type": BILL_TYPE, "bill_date": day.isoformat()})
+        url = answer.text("bill_download_url")
+        if answer.code != ACCEPTED or not answer.signed or not url:
+            raise ChannelUnavailable(f"alipay: {what} is not available: {answer.detail}")
+        try:
+            download = self._transport("GET", url, {}, None, self._timeout_seconds)
+        except (TransportUnreachable, TransportTimeout) as error:
+            raise ChannelUnavailable(f"alipay: downloading {what}: {error}") from error
+        if download.status != 200:
+            raise ChannelUnavailable(f"alipay: downloading {what}: HTTP {download.status}")
+        try:
+            return alipay_refunds(download.body)
+        except BillUnreadable as error:
+            raise ChannelUnavailable(f"alipay: {what}: {error}") from error
 
     def read_notification(
         self, headers: Mapping[str, str], body: bytes, now: datetime

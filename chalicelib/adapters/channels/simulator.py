@@ -14,7 +14,7 @@ import hmac
 import json
 import logging
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -110,6 +110,14 @@ class SimulatorGateway:
         if answer.status == 404:
             return None
         raise self._unexpected(answer, refund_id)
+
+    def statement(self, day: date) -> list[StatementEntry]:
+        """The channel's statement of one Beijing day (its daily bill), signed like a call."""
+        path = f"/{self.channel}/statements/{day.isoformat()}"
+        answer = self._call("GET", path, b"", f"statement {day.isoformat()}")
+        if answer.status != 200:
+            raise self._unexpected(answer, f"statement {day.isoformat()}")
+        return _entries(json.loads(answer.body)["entries"])
 
     def _call(self, method: str, path: str, body: bytes, refund_id: str) -> HttpAnswer:
         timestamp = str(int(self._wall_clock().timestamp()))
@@ -228,6 +236,18 @@ def _amount(value: Any) -> int | None:
     return int(value)
 
 
+def _entries(entries: list[dict[str, Any]]) -> list[StatementEntry]:
+    return [
+        StatementEntry(
+            refund_no=entry["refund_no"],
+            amount=int(entry["amount"]),
+            status=entry["status"],
+            at=datetime.fromisoformat(entry["at"].replace("Z", "+00:00")),
+        )
+        for entry in entries
+    ]
+
+
 def _detail(answer: HttpAnswer) -> str:
     """The channel's own code and message, for the refund's history and CS."""
     try:
@@ -256,15 +276,7 @@ class SimulatorControl:
     def statement(self, channel: str) -> list[StatementEntry]:
         """The money ``channel`` moved, oldest first."""
         data = self._json("GET", f"/_control/{quote(channel, safe='')}/statement", b"")
-        return [
-            StatementEntry(
-                refund_no=entry["refund_no"],
-                amount=int(entry["amount"]),
-                status=entry["status"],
-                at=datetime.fromisoformat(entry["at"].replace("Z", "+00:00")),
-            )
-            for entry in data["entries"]
-        ]
+        return _entries(data["entries"])
 
     def _json(self, method: str, path: str, body: bytes) -> dict[str, Any]:
         headers = {"Content-Type": "application/json"} if body else {}

@@ -18,14 +18,17 @@ What WeChat Pay's documents say, and what follows here (DESIGN.md, "Payment chan
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import secrets
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode, urlsplit
 
+from chalicelib.adapters.channels.bills import BillUnreadable, wechat_refunds
 from chalicelib.adapters.channels.http import (
     HttpAnswer,
     Transport,
@@ -35,7 +38,7 @@ from chalicelib.adapters.channels.http import (
 )
 from chalicelib.adapters.exceptions import InvalidNotification
 from chalicelib.service.exceptions import ChannelOutcomeUnknown, ChannelUnavailable
-from chalicelib.service.ports import PayoutRequest, PayoutResult, PayoutState
+from chalicelib.service.ports import PayoutRequest, PayoutResult, PayoutState, StatementEntry
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
@@ -51,6 +54,7 @@ __all__ = [
 
 WECHATPAY_BASE_URL = "https://api.mch.weixin.qq.com"
 REFUNDS_PATH = "/v3/refund/domestic/refunds"
+BILL_PATH = "/v3/bill/tradebill"
 AUTH_SCHEME = "WECHATPAY2-SHA256-RSA2048"
 NOTIFICATION_MAX_AGE_SECONDS = 300
 APIV3_KEY_BYTES = 32
@@ -75,6 +79,8 @@ _SYSTEM_ERRORS = frozenset({"SYSTEM_ERROR", "SYSTEMERROR"})
 """The v3 documents spell it SYSTEM_ERROR, v2 and some answers SYSTEMERROR."""
 _FREQUENCY_LIMITED = "FREQUENCY_LIMITED"
 _RESOURCE_NOT_EXISTS = "RESOURCE_NOT_EXISTS"
+_NO_STATEMENT = "NO_STATEMENT_EXIST"
+"""No bill for a day without a single trade or refund: an empty statement."""
 _RETRY_LATER_STATUSES = frozenset({429, 503})
 """HTTP statuses that say the request was turned away unprocessed; any other 5xx may come
 after WeChat or a proxy in front of it had started on it."""
@@ -197,6 +203,41 @@ class WeChatPayGateway:
             f"wechat: refund query of {refund_id}: HTTP {answer.status} {code}".strip()
         )
 
+    def statement(self, day: date) -> list[StatementEntry]:
+        """The refunds of the day's refund bill (``GET /v3/bill/tradebill``, ``REFUND``):
+        the bill's answer is signed and names the file's SHA1; the file itself comes
+        unsigned from its download URL, so its hash is what vouches for it."""
+        what = f"the refund bill of {day.isoformat()}"
+        query = urlencode({"bill_date": day.isoformat(), "bill_type": "REFUND"})
+        answer = self._call("GET", f"{BILL_PATH}?{query}", b"")
+        if answer.status != 200:
+            code, message = _error(answer)
+            # "No bill" says no money moved that day: taken only from WeChat itself (_call
+            # has verified any signature), since an empty statement would hide a refund
+            # paid twice.
+            if code == _NO_STATEMENT and answer.header(SIGNATURE_HEADER) is not None:
+                return []
+            raise ChannelUnavailable(f"wechat: {what}: HTTP {answer.status} {code} {message}")
+        bill = _json_object(answer.body, "wechat bill answer", unknown=True)
+        url, hash_type, hash_value = (
+            str(bill.get(name, "")) for name in ("download_url", "hash_type", "hash_value")
+        )
+        parts = urlsplit(url)
+        if hash_type != "SHA1" or not hash_value or parts.scheme != "https":
+            raise ChannelUnavailable(f"wechat: {what}: no download URL and SHA1 in the answer")
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        download = self._send("GET", f"{parts.scheme}://{parts.netloc}", path, b"")
+        if download.status != 200:
+            raise ChannelUnavailable(f"wechat: downloading {what}: HTTP {download.status}")
+        if not hmac.compare_digest(
+            hashlib.sha1(download.body, usedforsecurity=False).hexdigest(), hash_value.lower()
+        ):
+            raise ChannelUnavailable(f"wechat: {what} does not match its SHA1")
+        try:
+            return wechat_refunds(download.body.decode("utf-8"))
+        except (UnicodeDecodeError, BillUnreadable) as error:
+            raise ChannelUnavailable(f"wechat: {what}: {error}") from error
+
     def read_notification(
         self, headers: Mapping[str, str], body: bytes, now: datetime
     ) -> PayoutResult | None:
@@ -245,6 +286,27 @@ class WeChatPayGateway:
 
     def _call(self, method: str, path: str, body: bytes) -> HttpAnswer:
         """One signed request; every answer that carries a signature has it checked here."""
+        answer = self._send(method, self._base_url, path, body)
+        answer_signature = answer.header(SIGNATURE_HEADER)
+        if answer_signature is None:
+            if answer.status < 300:
+                # Only an answer that says what happened to money needs to be WeChat's own;
+                # WeChat leaves unsigned the errors of a request it could not authenticate.
+                raise ChannelOutcomeUnknown(f"wechat: unsigned answer to {method} {path}")
+            return answer
+        if (answer.header(SERIAL_HEADER) or "").upper() != self._platform_serial_no.upper() or (
+            not self._verify(
+                answer.header(TIMESTAMP_HEADER) or "",
+                answer.header(NONCE_HEADER) or "",
+                answer.body,
+                answer_signature,
+            )
+        ):
+            raise ChannelOutcomeUnknown(f"wechat: answer to {method} {path} fails its signature")
+        return answer
+
+    def _send(self, method: str, base_url: str, path: str, body: bytes) -> HttpAnswer:
+        """One request signed with the merchant key, its answer as received."""
         timestamp = str(int(_aware(self._wall_clock()).timestamp()))
         nonce = self._nonce()
         message = f"{method}\n{path}\n{timestamp}\n{nonce}\n".encode() + body + b"\n"
@@ -263,8 +325,8 @@ class WeChatPayGateway:
         if body:
             headers["Content-Type"] = "application/json"
         try:
-            answer = self._transport(
-                method, self._base_url + path, headers, body or None, self._timeout_seconds
+            return self._transport(
+                method, base_url + path, headers, body or None, self._timeout_seconds
             )
         except TransportUnreachable as error:
             raise ChannelUnavailable(f"wechat: {error}") from error
@@ -272,23 +334,6 @@ class WeChatPayGateway:
             raise ChannelOutcomeUnknown(
                 f"wechat: {method} {path} got no answer: {error}"
             ) from error
-        answer_signature = answer.header(SIGNATURE_HEADER)
-        if answer_signature is None:
-            if answer.status < 300:
-                # Only an answer that says what happened to money needs to be WeChat's own;
-                # WeChat leaves unsigned the errors of a request it could not authenticate.
-                raise ChannelOutcomeUnknown(f"wechat: unsigned answer to {method} {path}")
-            return answer
-        if (answer.header(SERIAL_HEADER) or "").upper() != self._platform_serial_no.upper() or (
-            not self._verify(
-                answer.header(TIMESTAMP_HEADER) or "",
-                answer.header(NONCE_HEADER) or "",
-                answer.body,
-                answer_signature,
-            )
-        ):
-            raise ChannelOutcomeUnknown(f"wechat: answer to {method} {path} fails its signature")
-        return answer
 
     def _refund_result(self, answer: HttpAnswer, refund_id: str) -> PayoutResult:
         refund = _json_object(answer.body, "wechat answer", unknown=True)

@@ -13,6 +13,8 @@ from chalicelib.api.models import (
     OrderStatusIn,
     QueueOut,
     QueueQuery,
+    ReconciliationOut,
+    ReconciliationQuery,
     RejectIn,
     RequestInfoIn,
     RetryPayoutIn,
@@ -23,7 +25,7 @@ from chalicelib.api.models import (
 from chalicelib.bootstrap import get_ports, get_verifier
 from chalicelib.domain.model import Refund
 from chalicelib.domain.review import SENIOR_ROLE
-from chalicelib.service import analytics, payout, review
+from chalicelib.service import analytics, payout, reconciliation, review
 
 __all__ = ["blueprint"]
 
@@ -181,3 +183,17 @@ def stats(call: Call) -> StatsOut:
     q: StatsQuery = call.query
     figures = analytics.period_stats(get_ports(), q.from_, q.to)
     return StatsOut.model_validate({**figures.__dict__, "from_": q.from_, "to": q.to})
+
+
+@api.route(
+    "/admin/reconciliation",
+    "GET",
+    access=Access.SENIOR,
+    query=ReconciliationQuery,
+    response=ReconciliationOut,
+    errors=(404,),
+    summary="The reconciliation of one Asia/Shanghai day: channel statements against refunds",
+)
+def reconciliation_of_day(call: Call) -> ReconciliationOut:
+    q: ReconciliationQuery = call.query
+    return ReconciliationOut.model_validate(reconciliation.reconciliation_of(get_ports(), q.day))

@@ -11,6 +11,7 @@ from typing import Any
 from chalice.app import Blueprint
 
 from chalicelib.adapters.clock import SettableClock
+from chalicelib.api import metrics
 from chalicelib.api.http import Access, Call, Router
 from chalicelib.api.models import (
     ChannelSettingsIn,
@@ -26,8 +27,9 @@ from chalicelib.api.models import (
 from chalicelib.bootstrap import get_event_log, get_ports, get_simulator_control, get_verifier
 from chalicelib.domain.days import shanghai_day
 from chalicelib.domain.model import PaymentChannel
+from chalicelib.domain.reconciliation import Reconciliation
 from chalicelib.domain.stats import PeriodStats
-from chalicelib.service import analytics, promises, workflow
+from chalicelib.service import analytics, promises, reconciliation, workflow
 from chalicelib.service.exceptions import NotFound
 from chalicelib.settings import get_settings
 
@@ -45,6 +47,7 @@ SCHEDULES: dict[str, Callable[[datetime], dict[str, Any]]] = {
     "close-stale": lambda now: {"closed": promises.close_stale(get_ports(), now)},
     "resume-steps": lambda now: {"resent": workflow.resume_waiting_steps(get_ports())},
     "daily-stats": lambda now: _recorded(analytics.record_yesterday(get_ports(), now)),
+    "reconcile": lambda now: _reconciled(reconciliation.reconcile_yesterday(get_ports(), now)),
 }
 """The scheduled functions that can be run now, by name, on the business clock
 (chalicelib/api/routes/workers.py runs them at their rates)."""
@@ -52,6 +55,14 @@ SCHEDULES: dict[str, Callable[[datetime], dict[str, Any]]] = {
 
 def _recorded(figures: PeriodStats) -> dict[str, Any]:
     return {"orders": figures.orders, "refunds": figures.refunds}
+
+
+def _reconciled(run: Reconciliation) -> dict[str, Any]:
+    metrics.record_run(run)
+    return {
+        "day": run.day.isoformat(),
+        "mismatches": {name: len(channel.mismatches) for name, channel in run.channels.items()},
+    }
 
 
 def _local_only(path: str) -> None:
@@ -72,7 +83,8 @@ def configure_channel(call: Call, channel: str) -> ChannelSettingsOut:
     _local_only("/_local/channels")
     if channel not in SIMULATED:
         raise NotFound("simulated channel", channel)
-    given = call.body.model_dump(exclude_unset=True)
+    # Fields left out, or null, keep their value (every field defaults to None).
+    given = call.body.model_dump(exclude_none=True)
     return ChannelSettingsOut.model_validate(get_simulator_control().configure(channel, given))
 
 
@@ -86,21 +98,17 @@ def configure_channel(call: Call, channel: str) -> ChannelSettingsOut:
 )
 def channel_statement(call: Call, channel: str) -> StatementOut:
     _local_only("/_local/channels")
-    if channel in SIMULATED:
-        entries = get_simulator_control().statement(channel)
-        if call.query.day is not None:
-            entries = [e for e in entries if shanghai_day(e.at) == call.query.day]
-        return StatementOut.of(channel, entries)
-    if channel != PaymentChannel.BALANCE.value:
+    if channel not in {c.value for c in PaymentChannel}:
         raise NotFound("payment channel", channel)
     ports = get_ports()
+    gateway = ports.gateways[PaymentChannel(channel)]
+    if call.query.day is not None:
+        return StatementOut.of(channel, gateway.statement(call.query.day))
+    if channel in SIMULATED:
+        return StatementOut.of(channel, get_simulator_control().statement(channel))
     today = shanghai_day(ports.clock.now())
-    days = (
-        [call.query.day]
-        if call.query.day
-        else [today - timedelta(days=n) for n in reversed(range(STATEMENT_DAYS))]
-    )
-    return StatementOut.of(channel, [e for day in days for e in ports.ledger.statement(day)])
+    days = [today - timedelta(days=n) for n in reversed(range(STATEMENT_DAYS))]
+    return StatementOut.of(channel, [entry for day in days for entry in gateway.statement(day)])
 
 
 @api.route(
