@@ -4,7 +4,9 @@ Deployed stages trust RS256 tokens from an Amazon Cognito user pool, checked aga
 pool's JWKS; the local stage trusts HS256 tokens signed with a shared secret, so that tests
 and demos can mint their own. Both yield the same ``Principal``, so nothing past this module
 knows which stage it runs in. Every rejection is an ``InvalidToken`` (a 401), whatever PyJWT
-or the network raised underneath.
+or the network raised underneath, and its message is in this module's own words ("expired
+token", "bad signature"): the library's text (which can quote a decoder's internals) stays in
+the exception's cause, for the logs, and never reaches the caller.
 
 PyJWT is imported inside the methods, not at module level: with ``cryptography`` it costs
 about 130 ms, which would land on every cold start whether or not the request has a token.
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_LEEWAY_SECONDS",
+    "MAX_TOKEN_CHARS",
     "MIN_HS256_SECRET_BYTES",
     "HS256Verifier",
     "JWKSVerifier",
@@ -34,12 +37,16 @@ __all__ = [
 ]
 
 MAX_LEEWAY_SECONDS = 30
+"""API.md allows at most 30 s of clock skew on ``exp``; more would stretch a token's life."""
 MAX_SUB_LENGTH = 128
 """Cognito subs are UUIDs; a longer one could not key a DynamoDB item."""
-"""API.md allows at most 30 s of clock skew on ``exp``; more would stretch a token's life."""
 
 MIN_HS256_SECRET_BYTES = 32
 """RFC 7518 §3.2: an HS256 key must be at least as long as the hash output."""
+
+MAX_TOKEN_CHARS = 10 * 1024
+"""API Gateway refuses request headers over 10 KiB, so no genuine token is longer; a longer
+one is refused before anything of it is decoded."""
 
 _GROUPS_CLAIM = "cognito:groups"
 _REQUIRED_CLAIMS = ["exp", "sub"]
@@ -76,7 +83,33 @@ def parse_bearer(authorization_header: str | None) -> str:
     parts = authorization_header.split()
     if len(parts) != 2 or parts[0].lower() != "bearer":
         raise InvalidToken("Authorization header is not 'Bearer <token>'")
+    if len(parts[1]) > MAX_TOKEN_CHARS:
+        raise InvalidToken("token too long")
     return parts[1]
+
+
+def _rejected(error: Exception) -> InvalidToken:
+    """The 401 for what PyJWT (or the JWKS fetch) raised, in our words; ``error`` stays its
+    cause. The most specific classes come first (a bad signature is also a decode error)."""
+    import jwt
+
+    if isinstance(error, jwt.MissingRequiredClaimError):
+        return InvalidToken(f"missing claim {error.claim}")  # one of the names we require
+    reasons: list[tuple[type[Exception] | tuple[type[Exception], ...], str]] = [
+        (jwt.ExpiredSignatureError, "expired token"),
+        (jwt.ImmatureSignatureError, "token not yet valid"),
+        (jwt.InvalidSignatureError, "bad signature"),
+        (jwt.InvalidAlgorithmError, "algorithm not allowed"),
+        (jwt.InvalidIssuerError, "wrong issuer"),
+        (jwt.InvalidAudienceError, "wrong audience"),
+        (jwt.PyJWKClientConnectionError, "signing keys unavailable"),
+        (jwt.PyJWKClientError, "unknown signing key"),
+        ((jwt.PyJWKSetError, OSError, ValueError), "signing keys unavailable"),
+    ]
+    for kinds, reason in reasons:
+        if isinstance(error, kinds):
+            return InvalidToken(reason)
+    return InvalidToken("malformed token")
 
 
 def _check_leeway(leeway_seconds: int) -> int:
@@ -137,7 +170,7 @@ class HS256Verifier:
                 },
             )
         except jwt.PyJWTError as e:
-            raise InvalidToken(f"token rejected: {e}") from e
+            raise _rejected(e) from e
         return _principal_from_claims(claims)
 
 
@@ -204,7 +237,7 @@ class JWKSVerifier:
         # OSError and ValueError: PyJWKClient wraps only some network failures (a reset
         # while reading the body, or a body that is not JSON, escape unwrapped).
         except (jwt.PyJWTError, OSError, ValueError) as e:
-            raise InvalidToken(f"no signing key for token: {e}") from e
+            raise _rejected(e) from e
         try:
             claims = jwt.decode(
                 token,
@@ -220,9 +253,9 @@ class JWKSVerifier:
                 },
             )
         except jwt.PyJWTError as e:
-            raise InvalidToken(f"token rejected: {e}") from e
+            raise _rejected(e) from e
         if not self._audience_matches(claims):
-            raise InvalidToken("token rejected: invalid audience")
+            raise InvalidToken("wrong audience")
         return _principal_from_claims(claims)
 
     def _audience_matches(self, claims: Mapping[str, Any]) -> bool:

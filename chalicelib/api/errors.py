@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalicelib.adapters.exceptions import InvalidNotification, InvalidToken
 from chalicelib.domain.exceptions import (
@@ -21,9 +21,13 @@ from chalicelib.service.exceptions import (
     RoleRequired,
 )
 
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
 __all__ = [
     "ApiError",
     "ErrorAnswer",
+    "FieldInvalid",
     "Forbidden",
     "IdempotencyKeyMissing",
     "InvalidRequest",
@@ -33,6 +37,7 @@ __all__ = [
     "UnsupportedMediaType",
     "envelope",
     "error_answer",
+    "validation_details",
 ]
 
 
@@ -91,6 +96,47 @@ class MethodNotAllowed(ApiError):
 
     status = 405
     code = "method_not_allowed"
+
+
+class FieldInvalid(ValueError):
+    """A model validator's finding about one field of what it validates (a cross-field rule).
+
+    Raised inside a pydantic validator, it becomes an ordinary validation error, and
+    ``validation_details`` names ``field`` in it rather than the object that holds the field.
+    """
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(problem)
+        self.field = field
+
+
+_PROBLEMS = {"missing": "required", "extra_forbidden": "unknown field"}
+_RAISED = ("value_error", "assertion_error")
+"""Errors raised by our own validators: their text is ours, without pydantic's prefix."""
+
+
+def validation_details(error: ValidationError) -> list[dict[str, str]]:
+    """One ``{"field", "problem"}`` per problem pydantic found, in API.md's terms.
+
+    ``field`` is the dotted path of the field at fault (``usage.used_units``, ``gifts.0.value``),
+    ``body`` for the body as a whole; ``problem`` is our validators' own text, never with
+    pydantic's "Value error, " or "Assertion failed, " in front.
+    """
+    details = []
+    for problem in error.errors(include_url=False):
+        where = [str(part) for part in problem["loc"]]
+        raised = problem.get("ctx", {}).get("error")
+        kind = problem["type"]
+        if isinstance(raised, FieldInvalid):
+            where.append(raised.field)
+        if kind in _RAISED and isinstance(raised, Exception):
+            text = str(raised)
+        elif kind == "json_invalid":
+            text = f"malformed JSON: {raised}"
+        else:
+            text = _PROBLEMS.get(kind, problem["msg"])
+        details.append({"field": ".".join(where) or "body", "problem": text})
+    return details
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from .errors import (
     UnsupportedMediaType,
     envelope,
     error_answer,
+    validation_details,
 )
 
 if TYPE_CHECKING:
@@ -57,7 +58,8 @@ __all__ = [
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_PATH_ID = 128
-OTHER_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+OTHER_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+"""Every method API Gateway routes: a known path answers those it does not serve with 405."""
 # Printable ASCII (spaces inside allowed): safe to send back in a header.
 _CALLER_REQUEST_ID = re.compile(r"^[\x21-\x7e](?:[\x20-\x7e]{0,198}[\x21-\x7e])?$")
 JSON = "application/json"
@@ -159,20 +161,6 @@ def _bytes(raw: str | bytes | None) -> bytes:
     return raw.encode() if isinstance(raw, str) else raw
 
 
-def _validation_details(error: ValidationError) -> list[dict[str, str]]:
-    details = []
-    for problem in error.errors(include_url=False):
-        where = ".".join(str(part) for part in problem["loc"]) or "body"
-        kind = problem["type"]
-        text = {
-            "missing": "required",
-            "extra_forbidden": "unknown field",
-            "json_invalid": "malformed JSON: " + str(problem.get("ctx", {}).get("error", "")),
-        }.get(kind, problem["msg"])
-        details.append({"field": where, "problem": text})
-    return details
-
-
 def _parse_body(model: type[BaseModel] | None, raw: bytes, required: bool) -> Any:
     if not raw.strip():
         if model is not None and required:
@@ -187,7 +175,7 @@ def _parse_body(model: type[BaseModel] | None, raw: bytes, required: bool) -> An
     try:
         return model.model_validate_json(raw)
     except ValidationError as error:
-        raise InvalidRequest("the body is not valid", _validation_details(error)) from error
+        raise InvalidRequest("the body is not valid", validation_details(error)) from error
 
 
 def _parse_query(model: type[BaseModel] | None, request: Request) -> Any:
@@ -209,7 +197,7 @@ def _parse_query(model: type[BaseModel] | None, request: Request) -> Any:
     try:
         return model.model_validate(values)
     except ValidationError as error:
-        details = _validation_details(error)
+        details = validation_details(error)
         for item in details:
             if item["problem"] == "unknown field":
                 item["problem"] = "unknown parameter"
@@ -217,15 +205,25 @@ def _parse_query(model: type[BaseModel] | None, request: Request) -> Any:
 
 
 def _check_media_type(request: Request, raw: bytes) -> None:
-    """API.md: a body in another type than JSON (a charset parameter allowed) is 415."""
+    """API.md: a body in another type than JSON (a charset parameter allowed) is 415.
+
+    An empty body is no body, whatever its type. The charset, if given, must be UTF-8, the
+    only encoding JSON has (RFC 8259 §8.1): a body declared in another one is not taken.
+    """
     if not raw.strip():
         return
     given = request.headers.get("content-type")
     if given is None:
         return  # untyped: read as the JSON every route takes
-    media_type = given.split(";", 1)[0].strip().lower()
+    media_type, _, parameters = given.partition(";")
+    media_type = media_type.strip().lower()
     if media_type != JSON:
         raise UnsupportedMediaType(f"the body must be {JSON}, not {media_type or 'untyped'}")
+    for parameter in parameters.split(";"):
+        name, _, value = parameter.partition("=")
+        charset = value.strip().strip('"').lower()
+        if name.strip().lower() == "charset" and charset not in ("utf-8", "utf8"):
+            raise UnsupportedMediaType(f"a JSON body is UTF-8, not {charset or 'no charset'}")
 
 
 def _authorize(access: Access, request: Request, verifier: TokenVerifier) -> Principal | None:
@@ -322,31 +320,49 @@ class Router:
 
 
 def answer_other_methods(app: Chalice) -> None:
-    """Route every other method of a known path to a 405 in the envelope.
+    """Answer every method a known path does not serve with a 405 in the envelope, whose
+    ``Allow`` lists exactly the methods the path serves.
 
     API Gateway answers a method it has no integration for as a missing route (404), so the
-    contract's 405 needs these methods to reach the function, deployed as locally. Called
-    once every blueprint is registered, so that it sees every route.
+    contract's 405 needs these methods to reach the function, deployed as locally: each path
+    gets a route for every other method API Gateway can route. HEAD is one of them: API.md
+    declares no HEAD route, so it is a 405 like any other (the HTTP layer sends a HEAD answer
+    without its body). A method beyond those (TRACE, QUERY, ...) never passes API Gateway;
+    the local server hands it to the app, and a middleware answers it the same way, before
+    Chalice's own 405, whose Allow would list every routed method. Called once every
+    blueprint is registered, so that it sees every route.
     """
     served: dict[str, set[str]] = {}
     for spec in ROUTES:
         served.setdefault(spec.path, set()).add(spec.method)
+    allowed = {path: ", ".join(sorted(methods)) for path, methods in served.items()}
+
+    def refuse(request: Request) -> Response:
+        allow = allowed[request.context["resourcePath"]]
+        return json_response(
+            405,
+            envelope("method_not_allowed", f"{request.method} is not served here; use {allow}"),
+            {"Allow": allow},
+        )
+
+    def not_allowed(**_: str) -> Response:
+        request = app.current_request
+        if request is None:
+            raise RuntimeError("no current request")
+        return refuse(request)
+
+    def unrouted_method(request: Request, get_response: Callable[[Request], Response]) -> Response:
+        path = request.context.get("resourcePath")
+        if path in allowed and request.method not in app.routes[path]:
+            return refuse(request)
+        return get_response(request)
+
     for number, (path, methods) in enumerate(sorted(served.items())):
-        allow = ", ".join(sorted(methods))
         others = [m for m in OTHER_METHODS if m not in methods]
-
-        def not_allowed(allow: str = allow, **_: str) -> Response:
-            request = app.current_request
-            method = request.method if request else "this method"
-            return json_response(
-                405,
-                envelope("method_not_allowed", f"{method} is not served here; use {allow}"),
-                {"Allow": allow},
-            )
-
         app.route(path, methods=others, content_types=["*/*"], name=f"method_not_allowed_{number}")(
             not_allowed
         )
+    app.register_middleware(unrouted_method, "http")
 
 
 def request_id_for(given: str) -> str:

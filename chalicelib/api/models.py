@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from chalicelib.api.errors import FieldInvalid
 from chalicelib.domain.evidence import ALLOWED_CONTENT_TYPES, MAX_EVIDENCE_BYTES
 from chalicelib.domain.model import (
     Action,
@@ -103,6 +104,18 @@ def _json_number(value: Any) -> Any:
     return Decimal(str(value))
 
 
+def _integral(value: Any) -> Any:
+    """JSON Schema's integer: a number with no fractional part, however it is written.
+
+    ``5948.0`` and ``5.948e3`` are the integer 5948; ``5948.5``, ``true`` and ``"5948"`` are
+    left as they are, for the strict integer check to refuse. The field's own bounds apply
+    after, so ``1e400`` (infinity, no integer) and ``1e20`` stay out as before.
+    """
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 def _utc(value: datetime) -> datetime:
     """Times are kept and answered in UTC (API.md); one that has no UTC form is out of range."""
     try:
@@ -118,10 +131,25 @@ Ratio = Annotated[
     PlainSerializer(float, return_type=float, when_used="json"),
     WithJsonSchema({"type": "number", "minimum": 0, "maximum": 1, "multipleOf": 0.0001}),
 ]
+MAX_SAFE_INTEGER = 2**53 - 1
+"""The largest integer a JSON number carries exactly in every client (JavaScript's)."""
+Integral = BeforeValidator(_integral)
+"""Makes an ``int`` of a request take an integral number written with a fraction (API.md,
+Conventions). It goes last in its ``Annotated``, after the bounds: a bound placed after a
+validator is still checked, but leaves the OpenAPI schema without its minimum or maximum."""
+Integer = Annotated[int, Integral]
+"""An integer of a request, bounded by ``Field(ge=..., le=...)`` on a required field (the
+field's bounds come first); an optional one uses a bounded alias below, ``Count | None``."""
+Count = Annotated[int, Field(ge=0, le=MAX_SAFE_INTEGER), Integral]
+"""A non-negative integer that every client reads exactly."""
+Millis = Annotated[int, Field(ge=0, le=60_000), Integral]
+"""A duration of up to one minute, in milliseconds."""
 MAX_FEN = 10**11
 """A billion CNY: above any order, well inside DynamoDB's and JavaScript's exact numbers."""
 Fen = Annotated[
-    int, Field(ge=0, le=MAX_FEN, description="An amount of money in fen (1 CNY = 100 fen).")
+    int,
+    Field(ge=0, le=MAX_FEN, description="An amount of money in fen (1 CNY = 100 fen)."),
+    Integral,
 ]
 UtcTime = Annotated[AwareDatetime, AfterValidator(_utc)]
 Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]
@@ -148,13 +176,13 @@ class Out(BaseModel):
 
 
 class UsageIn(Body):
-    total_units: int = Field(ge=1, le=2**53 - 1)
-    used_units: int = Field(ge=0, le=2**53 - 1)
+    total_units: Integer = Field(ge=1, le=MAX_SAFE_INTEGER)
+    used_units: Count
 
     @model_validator(mode="after")
     def _used_within_total(self) -> UsageIn:
         if self.used_units > self.total_units:
-            raise ValueError("used_units is above total_units")
+            raise FieldInvalid("used_units", "above total_units")
         return self
 
 
@@ -187,12 +215,12 @@ class OrderIn(Body):
     customized: bool = False
     gifts: list[GiftIn] = Field(default_factory=list, max_length=50)
     platform_fault: PlatformFault | None = None
-    version: int | None = Field(default=None, ge=0, le=2**53 - 1)
+    version: Count | None = None
 
     @model_validator(mode="after")
     def _paid_within_price(self) -> OrderIn:
         if self.paid_amount > self.list_price + self.shipping_fee:
-            raise ValueError("paid_amount is above list_price plus shipping_fee")
+            raise FieldInvalid("paid_amount", "above list_price plus shipping_fee")
         return self
 
     def to_order(self) -> Order:
@@ -312,7 +340,7 @@ class CreateRefundIn(Body):
 class EvidenceIn(Body):
     kind: EvidenceKind
     content_type: str = Field(json_schema_extra={"enum": list(ALLOWED_CONTENT_TYPES)})
-    size: int = Field(ge=1, le=MAX_EVIDENCE_BYTES)
+    size: Integer = Field(ge=1, le=MAX_EVIDENCE_BYTES)
 
     @field_validator("content_type")
     @classmethod
@@ -402,7 +430,7 @@ class RefundOut(Out):
 
 class ListRefundsQuery(Query):
     status: RefundStatus | None = None
-    limit: int = Field(default=20, ge=1, le=100)
+    limit: Integer = Field(default=20, ge=1, le=100)
     cursor: str | None = Field(default=None, pattern=REFUND_ID_PATTERN)
 
 
@@ -488,7 +516,7 @@ class AppealIn(Body):
 class QueueQuery(Query):
     status: RefundStatus
     escalated: bool = False
-    limit: int = Field(default=20, ge=1, le=100)
+    limit: Integer = Field(default=20, ge=1, le=100)
     cursor: str | None = Field(default=None, pattern=CURSOR_PATTERN)
 
 
@@ -589,8 +617,8 @@ class WebhookAckOut(Out):
 class ChannelSettingsIn(Body):
     fail_rate: float | None = Field(default=None, ge=0, le=1)
     timeout_rate: float | None = Field(default=None, ge=0, le=1)
-    latency_ms: int | None = Field(default=None, ge=0, le=60000)
-    seed: int | None = None
+    latency_ms: Millis | None = None
+    seed: Count | None = None
 
 
 class ChannelSettingsOut(Out):
@@ -643,8 +671,11 @@ class ClockIn(Body):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ClockIn:
-        if len(self.model_fields_set) != 1:
+        given = [name for name in type(self).model_fields if getattr(self, name) is not None]
+        if not given:
             raise ValueError("give exactly one of now, advance_hours, reset")
+        if len(given) > 1:
+            raise FieldInvalid(given[1], f"give only one of {', '.join(given)}")
         return self
 
 
@@ -735,3 +766,35 @@ class AsyncApiOut(Out):
     model_config = ConfigDict(extra="allow")
     asyncapi: str
     info: dict[str, Any]
+
+
+class ReconciliationQuery(Query):
+    day: date
+
+
+class MismatchOut(Out):
+    kind: Literal[
+        "missing_at_channel", "unknown_refund", "amount_differs", "paid_twice", "status_differs"
+    ]
+    refund_id: str
+    channel_amount: int | None
+    platform_amount: int | None
+    platform_status: str | None
+
+
+class ChannelReconciliationOut(Out):
+    entries: int
+    """Successful lines in the channel's statement of the day."""
+    amount: int
+    """Their total, in fen."""
+    matched: int
+    mismatches: list[MismatchOut]
+
+
+class ReconciliationOut(Out):
+    """A ``reconcile`` run over one Asia/Shanghai day: each channel's statement against the
+    refunds (API.md)."""
+
+    day: date
+    ran_at: datetime
+    channels: dict[str, ChannelReconciliationOut]

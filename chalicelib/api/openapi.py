@@ -30,7 +30,8 @@ _REF = "#/components/schemas/{model}"
 _REQUEST_ID_HEADER = {
     "X-Request-Id": {
         "description": "The caller's X-Request-Id if it sent one, else a new one",
-        "schema": {"type": "string"},
+        "required": True,
+        "schema": {"type": "string", "minLength": 1},
     }
 }
 
@@ -43,10 +44,11 @@ def _error_statuses(spec: RouteSpec) -> list[int]:
         statuses |= {401}
         if spec.access is not Access.USER:
             statuses |= {403}
-    if spec.body is not None:
-        statuses |= {415}
-    # Every route reads its body, and refuses one over 64 KiB, whether it takes one or not.
+    # Every route reads its body, whether it takes one or not: it refuses one over 64 KiB,
+    # and, but for a webhook (which takes what its channel sends), one that is not JSON.
     statuses |= {413}
+    if not spec.raw_body:
+        statuses |= {415}
     if _PATH_PARAM.search(spec.path):
         statuses |= {404}
     return sorted(statuses)

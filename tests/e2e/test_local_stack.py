@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.e2e.conftest import free_port
 from tests.support import order_payload
 
 pytestmark = pytest.mark.e2e
@@ -38,15 +39,9 @@ class Stack:
         return {"Authorization": f"Bearer {self.tokens[who]}", **extra}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    env = {**os.environ, "PORT": str(_free_port()), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PORT": str(free_port()), "PYTHONUNBUFFERED": "1"}
     env.pop("REFUNDS_AWS_ENDPOINT", None)
     process = subprocess.Popen(
         [sys.executable, "-m", "infra.local"],

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import threading
 import time
 import uuid
@@ -21,6 +20,10 @@ import boto3
 import pytest
 import requests
 
+from chalicelib.adapters.sqs import dead_letter_queue_name, queue_name
+from chalicelib.domain.days import SHANGHAI, shanghai_day
+from chalicelib.domain.workflow import Step
+from tests.e2e.conftest import started_stack
 from tests.e2e.workflow_client import (
     AGENT_1,
     AGENT_2,
@@ -59,40 +62,10 @@ class Stack:
         )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _forget_process_wiring() -> None:
-    """The app keeps its settings and wiring per process; another stack (or a test module's
-    moto) must not inherit this stack's, nor this stack another's."""
-    from chalicelib import bootstrap
-    from chalicelib.settings import get_settings
-
-    get_settings.cache_clear()
-    bootstrap.get_simulator_control.cache_clear()
-    bootstrap.install(None, None)
-
-
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    from infra.local.stack import LocalStack
-
-    environ = dict(os.environ)
-    for name in ("REFUNDS_AWS_ENDPOINT", "REFUNDS_CHANNEL_SIMULATOR_URL"):
-        os.environ.pop(name, None)
-    _forget_process_wiring()
-    local = LocalStack(port=_free_port())
-    local.start()
-    try:
+    with started_stack() as local:
         yield Stack(Api(local.api_url), local.aws_endpoint)
-    finally:
-        local.stop()
-        os.environ.clear()
-        os.environ.update(environ)
-        _forget_process_wiring()
 
 
 @pytest.fixture
@@ -571,7 +544,7 @@ def test_an_order_arriving_on_the_queue_is_not_undone_by_an_older_version(
 ) -> None:
     # GIVEN the order system puts version 2 of an order on the order-events queue
     sqs = stack.sqs()
-    queue = sqs.get_queue_url(QueueName="refunds-order-events")["QueueUrl"]
+    queue = sqs.get_queue_url(QueueName=queue_name(Step.ORDER_EVENTS))["QueueUrl"]
     order = api.order("queue", paid_amount=7700, version=2)
     order_id = order["order_id"]
     assert api.quote(order_id).status_code == 404
@@ -643,7 +616,7 @@ def test_a_channel_that_always_fails_surfaces_to_cs_who_switch_to_the_balance(
 
     # AND the step's message rests in the payout dead-letter queue
     sqs = stack.sqs()
-    dlq = sqs.get_queue_url(QueueName="refunds-payout-dlq")["QueueUrl"]
+    dlq = sqs.get_queue_url(QueueName=dead_letter_queue_name(Step.PAYOUT))["QueueUrl"]
 
     def dead_letters() -> list[Any]:
         got = sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10, VisibilityTimeout=0)
@@ -864,20 +837,29 @@ def test_uploads_that_lie_never_count_and_a_removed_slot_frees_its_place(api: Ap
     refund_id = refund["refund_id"]
 
     # WHEN one upload is bigger than its slot declared and another is a PDF declared as PNG
-    oversized = api.upload(
-        refund_id, "order_screenshot", PNG, "image/png", declared_size=len(PNG) - 10
+    slot = api.slot(refund_id, "order_screenshot", "image/png", len(PNG) - 10)
+    assert slot.status_code == 201, slot.text
+    oversized = slot.json()["evidence_id"]
+    upload = slot.json()["upload"]
+    refused = requests.post(
+        upload["url"],
+        data=upload["fields"],
+        files={"file": ("evidence", PNG, "image/png")},
+        timeout=10,
     )
     mistyped = api.upload(refund_id, "problem_screenshot", PDF, "image/png")
 
-    # THEN neither counts: uploaded false, each with a problem saying why
+    # THEN the store refuses the first as S3 does (its policy's content-length-range), and
+    # the second is stored but never counts: uploaded false, with a problem saying why
+    assert refused.status_code == 400, refused.text
+    assert b"<Code>EntityTooLarge</Code>" in refused.content
     checked = wait_until(
         lambda: api.refund(refund_id),
-        lambda r: all(e["problem"] for e in r["evidence"]),
+        lambda r: any(e["problem"] for e in r["evidence"]),
         "checked",
     )
     evidence = {e["evidence_id"]: e for e in checked["evidence"]}
-    assert evidence[oversized]["uploaded"] is False
-    assert str(len(PNG)) in evidence[oversized]["problem"]
+    assert (evidence[oversized]["uploaded"], evidence[oversized]["problem"]) == (False, None)
     assert evidence[mistyped]["uploaded"] is False
     assert "application/pdf" in evidence[mistyped]["problem"]
 
@@ -1074,3 +1056,50 @@ def test_a_fast_tracked_refunds_events_reach_a_consumer_once_each_in_order(api: 
     # AND none is missing: one per status the refund's history went through
     history = api.refund(refund_id)["history"]
     assert [f"refund.{h['to']}" for h in history if h["to"]] == expected
+
+
+# ---------------------------------------------------------------------- reconciliation
+
+
+def test_the_days_statements_reconcile_and_money_moved_for_no_refund_is_reported(
+    business_clock: Api,
+) -> None:
+    api = business_clock
+    # GIVEN a refund paid through Alipay today (by the business clock)
+    refund_id = _approved_alipay_refund(api, "rc-paid")
+    _approve(api, refund_id)
+    paid = api.wait_status(refund_id, "paid")
+    today = shanghai_day(datetime.fromisoformat(paid["updated_at"].replace("Z", "+00:00")))
+    # AND money Alipay moved for a refund number the platform never sent
+    stranger = f"rf_UNKNOWN{uuid.uuid4().hex[:16].upper()}"
+    body = json.dumps({"refund_id": stranger, "order_id": "o-none", "amount": 1234}).encode()
+    planted = requests.post(
+        f"{os.environ['REFUNDS_CHANNEL_SIMULATOR_URL']}/alipay/refunds",
+        data=body,
+        headers=sign(body, int(time.time())),
+        timeout=10,
+    )
+    assert planted.status_code == 200, planted.text
+    # WHEN the next day's reconcile runs
+    next_day = datetime.combine(today + timedelta(days=1), datetime.min.time(), SHANGHAI)
+    api.ok("POST", "/_local/clock", None, {"now": utc(next_day + timedelta(hours=10))})
+    ran = api.ok("POST", "/_local/schedules/reconcile/run", None)
+    assert ran["result"]["day"] == today.isoformat()
+    # THEN a senior sees the paid refund matched and the stranger reported
+    run = api.ok("GET", f"/admin/reconciliation?day={today.isoformat()}", SENIOR)
+    alipay = run["channels"]["alipay"]
+    reported = {m["refund_id"]: m for m in alipay["mismatches"]}
+    assert refund_id not in reported
+    assert reported[stranger] == {
+        "kind": "unknown_refund",
+        "refund_id": stranger,
+        "channel_amount": 1234,
+        "platform_amount": None,
+        "platform_status": None,
+    }
+    assert alipay["matched"] >= 1
+    assert set(run["channels"]) == {"alipay", "wechat", "balance"}
+    assert (
+        api.call("GET", f"/admin/reconciliation?day={today.isoformat()}", AGENT_1).status_code
+        == 403
+    )

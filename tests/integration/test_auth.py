@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
 from chalicelib.adapters.auth import (
+    MAX_TOKEN_CHARS,
     HS256Verifier,
     JWKSVerifier,
     Principal,
@@ -514,3 +515,104 @@ def test_jwks_url_must_be_http(url: str) -> None:
     # THEN construction fails, rather than every request becoming a 401
     with pytest.raises(ValueError, match="http"):
         JWKSVerifier(url, ISSUER, AUDIENCE)
+
+
+# ---------------------------------------------------------------- 401 messages in our words
+
+
+def test_parse_bearer_refuses_a_token_longer_than_any_gateway_passes() -> None:
+    # GIVEN a token one character over the limit, and one at it
+    # WHEN they are parsed
+    # THEN the longer one is refused before anything of it is decoded; the other is returned
+    with pytest.raises(InvalidToken, match=r"^token too long$"):
+        parse_bearer("Bearer " + "a" * (MAX_TOKEN_CHARS + 1))
+    assert parse_bearer("Bearer " + "a" * MAX_TOKEN_CHARS) == "a" * MAX_TOKEN_CHARS
+
+
+def _signed_bad_utf8_payload() -> str:
+    """A token signed with the local secret whose payload is not UTF-8 (PyJWT's message then
+    quotes the codec: "'utf-8' codec can't decode byte 0xb7...")."""
+    signing_input = _segment({"alg": "HS256", "typ": "JWT"}) + "." + _b64url(b"\xb7\xfe\xff")
+    signature = hmac.new(SECRET.encode(), signing_input.encode("ascii"), hashlib.sha256).digest()
+    return f"{signing_input}.{_b64url(signature)}"
+
+
+HS256_REFUSALS = {
+    "malformed": ("garbage", "malformed token"),
+    "not-utf8": (_signed_bad_utf8_payload(), "malformed token"),
+    "wrong-secret": (mint_token(OTHER_SECRET, "u_1"), "bad signature"),
+    "expired": (mint_token(SECRET, "u_1", now=time.time() - 3700), "expired token"),
+    "alg-none": (
+        f"{_segment({'alg': 'none'})}.{_segment({'sub': 'u_1', 'exp': 4_000_000_000})}.",
+        "algorithm not allowed",
+    ),
+    "no-exp": (jwt.encode({"sub": "u_1"}, SECRET, "HS256"), "missing claim exp"),
+    "no-sub": (jwt.encode({"exp": 4_000_000_000}, SECRET, "HS256"), "missing claim sub"),
+    "nbf-ahead": (
+        jwt.encode({"sub": "u_1", "exp": 4_000_000_000, "nbf": 3_900_000_000}, SECRET, "HS256"),
+        "token not yet valid",
+    ),
+}
+
+
+@pytest.mark.parametrize(("token", "message"), HS256_REFUSALS.values(), ids=HS256_REFUSALS)
+def test_hs256_refusals_say_why_in_our_words(token: str, message: str) -> None:
+    # GIVEN a token the local stage refuses
+    # WHEN it is verified
+    with pytest.raises(InvalidToken) as excinfo:
+        HS256Verifier(SECRET).verify(token)
+    # THEN the message is ours, and the library's own text stays in the cause (for the logs)
+    assert str(excinfo.value) == message
+    assert excinfo.value.__cause__ is not None
+    assert str(excinfo.value.__cause__) not in str(excinfo.value)
+
+
+def test_jwks_refusals_say_why_in_our_words(
+    jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey, other_rsa_key: rsa.RSAPrivateKey
+) -> None:
+    verifier = _verifier(jwks_server)
+    public_pem = rsa_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    forged_input = (
+        _segment({"alg": "HS256", "typ": "JWT", "kid": KID})
+        + "."
+        + _segment({"sub": "u_7", "iss": ISSUER, "aud": AUDIENCE, "exp": 4_000_000_000})
+    )
+    forged = hmac.new(public_pem, forged_input.encode("ascii"), hashlib.sha256).digest()
+    # GIVEN tokens a deployed stage refuses, each for one reason
+    refusals = {
+        "not-a-jwt": ("not-a-jwt", "malformed token"),
+        "unknown-kid": (_rs256(rsa_key, kid="unknown-kid"), "unknown signing key"),
+        "other-key": (_rs256(other_rsa_key), "bad signature"),
+        "key-confusion": (f"{forged_input}.{_b64url(forged)}", "algorithm not allowed"),
+        "expired": (_rs256(rsa_key, ttl=-60), "expired token"),
+        "other-issuer": (_rs256(rsa_key, iss="https://example.com/pool"), "wrong issuer"),
+        "no-issuer": (_rs256(rsa_key, iss=None), "missing claim iss"),
+        "other-audience": (_rs256(rsa_key, aud="another-client"), "wrong audience"),
+        "nbf-ahead": (_rs256(rsa_key, nbf=int(time.time()) + 3600), "token not yet valid"),
+    }
+    for name, (token, message) in refusals.items():
+        # WHEN each is verified
+        with pytest.raises(InvalidToken) as excinfo:
+            verifier.verify(token)
+        # THEN the message says why, in our words
+        assert str(excinfo.value) == message, name
+
+
+@pytest.mark.parametrize("path", ["unreachable", "not_json_url"])
+def test_jwks_that_cannot_be_read_is_signing_keys_unavailable(
+    jwks_server: JwksServer, rsa_key: rsa.RSAPrivateKey, path: str
+) -> None:
+    # GIVEN a JWKS URL where nothing listens, or that answers HTML
+    if path == "unreachable":
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            url = f"http://127.0.0.1:{probe.getsockname()[1]}/jwks.json"
+    else:
+        url = jwks_server.not_json_url
+    # WHEN a token is verified against it
+    with pytest.raises(InvalidToken) as excinfo:
+        JWKSVerifier(url, ISSUER, AUDIENCE).verify(_rs256(rsa_key))
+    # THEN the message says the keys are unavailable, not what the network or parser said
+    assert str(excinfo.value) == "signing keys unavailable"
