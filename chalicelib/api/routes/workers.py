@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from chalicelib.adapters.sqs import queue_name
 from chalicelib.adapters.streams import stored_change
+from chalicelib.api import metrics
 from chalicelib.api.http import logger
 from chalicelib.api.models import OrderIn
 from chalicelib.api.queues import run_batch, step_refund_id
@@ -26,6 +27,7 @@ from chalicelib.service import (
     orders,
     payout,
     promises,
+    reconciliation,
     refunds,
     review,
     workflow,
@@ -55,12 +57,15 @@ def _guarded(handle: Any) -> Any:
     return run
 
 
-def _refund_steps(event: SQSEvent, handle: Callable[[Ports, str, int], StepOutcome]) -> Any:
+def _refund_steps(
+    event: SQSEvent, step: Step, handle: Callable[[Ports, str, int], StepOutcome]
+) -> Any:
     """A batch of step messages, each naming its refund, handed to the step's use case."""
     ports = get_ports()
     return run_batch(
         event.to_dict(),
         ports.steps,
+        step,
         _guarded(lambda body, received: handle(ports, step_refund_id(body), received)),
     )
 
@@ -69,21 +74,21 @@ def _refund_steps(event: SQSEvent, handle: Callable[[Ports, str, int], StepOutco
     queue=queue_name(Step.AUTO_REVIEW), batch_size=WORKFLOW[Step.AUTO_REVIEW].batch_size
 )
 def auto_review_worker(event: SQSEvent) -> dict[str, Any]:
-    return _refund_steps(event, review.handle_auto_review)
+    return _refund_steps(event, Step.AUTO_REVIEW, review.handle_auto_review)
 
 
 @blueprint.on_sqs_message(
     queue=queue_name(Step.PAYOUT), batch_size=WORKFLOW[Step.PAYOUT].batch_size
 )
 def payout_worker(event: SQSEvent) -> dict[str, Any]:
-    return _refund_steps(event, payout.handle_payout)
+    return _refund_steps(event, Step.PAYOUT, payout.handle_payout)
 
 
 @blueprint.on_sqs_message(
     queue=queue_name(Step.CONFIRM_PAYOUT), batch_size=WORKFLOW[Step.CONFIRM_PAYOUT].batch_size
 )
 def confirm_payout_worker(event: SQSEvent) -> dict[str, Any]:
-    return _refund_steps(event, payout.handle_confirm_payout)
+    return _refund_steps(event, Step.CONFIRM_PAYOUT, payout.handle_confirm_payout)
 
 
 @blueprint.on_sqs_message(
@@ -100,7 +105,7 @@ def verify_evidence_worker(event: SQSEvent) -> dict[str, Any]:
             outcome = outcome if done.delete else done
         return outcome
 
-    return run_batch(event.to_dict(), ports.steps, _guarded(handle))
+    return run_batch(event.to_dict(), ports.steps, Step.VERIFY_EVIDENCE, _guarded(handle))
 
 
 def _uploaded_slots(body: str) -> list[tuple[str, str]]:
@@ -129,7 +134,7 @@ def order_events_worker(event: SQSEvent) -> dict[str, Any]:
             raise StepRejected(f"not a valid order: {error.error_count()} problems") from error
         return orders.handle_order_event(ports, order, received)
 
-    return run_batch(event.to_dict(), ports.steps, _guarded(handle))
+    return run_batch(event.to_dict(), ports.steps, Step.ORDER_EVENTS, _guarded(handle))
 
 
 @blueprint.schedule(Rate(15, unit=Rate.MINUTES), name="escalate_overdue")
@@ -156,6 +161,15 @@ def daily_stats(event: CloudWatchEvent) -> dict[str, int]:
     Beijing time: half an hour for the day's last stream records to be counted."""
     figures = analytics.record_yesterday(get_ports(), _event_time(event))
     return {"orders": figures.orders, "refunds": figures.refunds}
+
+
+@blueprint.schedule(Cron(0, 2, "*", "*", "?", "*"), name="reconcile")
+def reconcile(event: CloudWatchEvent) -> dict[str, int]:
+    """Reconcile the channels' statements of the Asia/Shanghai day before the event's time
+    at 10:00 Beijing time: Alipay's bill of a day is ready after about 09:00 the next."""
+    run = reconciliation.reconcile_yesterday(get_ports(), _event_time(event))
+    metrics.record_run(run)
+    return {name: len(channel.mismatches) for name, channel in run.channels.items()}
 
 
 STREAM_CONSUMERS = {
@@ -192,9 +206,13 @@ def stats_consumer(event: dict[str, Any], context: Any) -> dict[str, Any]:
 def events_publisher(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """The refunds' stream records, published as refund events (API.md, "Events"): the
     stream is the outbox. A batch that fails is handed over again whole (bisected on
-    error by the mapping): events are at least once, their event_id the same each time."""
+    error by the mapping): events are at least once, their event_id the same each time.
+
+    Once the events are out, the same changes are counted into the refunds' metrics
+    (chalicelib/api/metrics.py): one count per change, written before the invocation ends."""
     changes = [c for record in event.get("Records", []) if (c := stored_change(record))]
     events.publish_changes(get_ports(), changes)
+    metrics.count_refund_changes(changes)
     return {"batchItemFailures": []}
 
 
