@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 from chalicelib.service.exceptions import NotFound
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
         PayoutResult,
         Ports,
         RefundRepository,
+        StatementEntry,
     )
 
 __all__ = [
@@ -40,45 +41,67 @@ _ports: Ports | None = None
 _verifier: TokenVerifier | None = None
 
 
+def _client_config(settings: Settings, **options: Any) -> Any:
+    """botocore's Config of every client the app builds. In a deployed stage each call is
+    bounded by the settings' timeouts and standard retries, so that it ends within the
+    function's timeout; the local stack's emulator answers one request at a time, so a request
+    may wait there behind others, and its clients keep botocore's defaults."""
+    from botocore.config import Config
+
+    if settings.is_local:
+        return Config(**options)
+    return Config(
+        connect_timeout=settings.aws_connect_timeout_seconds,
+        read_timeout=settings.aws_read_timeout_seconds,
+        retries={"mode": "standard", "total_max_attempts": settings.aws_max_attempts},
+        **options,
+    )
+
+
 @functools.cache
 def _s3_client(settings: Settings) -> Any:
     """One S3 client per process and settings (a client costs a botocore session to build)."""
     import boto3
-    from botocore.config import Config
 
-    s3_options = {"addressing_style": "path"} if settings.aws_endpoint_url else {}
+    if settings.aws_endpoint_url:
+        # The local stack's emulator, at its own address (DESIGN.md, field notes).
+        s3_options = {"addressing_style": "path"}
+    else:
+        # The bucket's regional virtual-hosted endpoint, in us-east-1 too: the legacy global
+        # endpoint answers for a bucket of another region, or a new one, with a redirect that
+        # a browser's presigned POST does not follow.
+        s3_options = {"addressing_style": "virtual", "us_east_1_regional_endpoint": "regional"}
     return boto3.client(
         "s3",
         region_name=settings.region,
         endpoint_url=settings.aws_endpoint_url,
-        config=Config(signature_version="s3v4", s3=s3_options),
+        config=_client_config(settings, signature_version="s3v4", s3=s3_options),
     )
 
 
 @functools.cache
+def _client(service: str, settings: Settings) -> Any:
+    import boto3
+
+    return boto3.client(
+        service,
+        region_name=settings.region,
+        endpoint_url=settings.aws_endpoint_url,
+        config=_client_config(settings),
+    )
+
+
 def _dynamodb_client(settings: Settings) -> Any:
     """A plain DynamoDB client, for the analytics' counters (attributes named at run time)."""
-    import boto3
-
-    return boto3.client(
-        "dynamodb", region_name=settings.region, endpoint_url=settings.aws_endpoint_url
-    )
+    return _client("dynamodb", settings)
 
 
-@functools.cache
 def _events_client(settings: Settings) -> Any:
-    import boto3
-
-    return boto3.client(
-        "events", region_name=settings.region, endpoint_url=settings.aws_endpoint_url
-    )
+    return _client("events", settings)
 
 
-@functools.cache
 def _sqs_client(settings: Settings) -> Any:
-    import boto3
-
-    return boto3.client("sqs", region_name=settings.region, endpoint_url=settings.aws_endpoint_url)
+    return _client("sqs", settings)
 
 
 def build_ports(settings: Settings, clock: Clock | None = None) -> Ports:
@@ -95,6 +118,7 @@ def build_ports(settings: Settings, clock: Clock | None = None) -> Ports:
     from chalicelib.adapters.eventbridge import EventBridgeBus
     from chalicelib.adapters.holidays import china_working_day
     from chalicelib.adapters.ids import UlidGenerator
+    from chalicelib.adapters.reconciliation_store import DynamoReconciliationStore
     from chalicelib.adapters.s3_evidence import S3EvidenceStore
     from chalicelib.adapters.sqs import SqsStepQueue
     from chalicelib.adapters.stats_store import DynamoStatsStore
@@ -104,7 +128,6 @@ def build_ports(settings: Settings, clock: Clock | None = None) -> Ports:
 
     bind_models(settings)
     clock = clock or (SettableClock() if settings.is_local else SystemClock())
-    ledger = DynamoBalanceLedger(settings.shards, clock)
     calendar = WorkingCalendar(
         china_working_day, holidays=settings.holidays, working_days=settings.working_days
     )
@@ -119,12 +142,14 @@ def build_ports(settings: Settings, clock: Clock | None = None) -> Ports:
         idempotency=DynamoIdempotencyStore(),
         clock=clock,
         ids=UlidGenerator(),
-        steps=SqsStepQueue(lambda: _sqs_client(settings)),
+        steps=SqsStepQueue(lambda: _sqs_client(settings), settings.stage),
         gateways={
-            PaymentChannel.BALANCE: ledger,
+            PaymentChannel.BALANCE: DynamoBalanceLedger(settings.shards, clock),
             **build_channel_gateways(settings, clock, refunds),
         },
-        ledger=ledger,
+        reconciliations=DynamoReconciliationStore(
+            settings.stats_table, lambda: _dynamodb_client(settings)
+        ),
         stats=DynamoStatsStore(settings.stats_table, lambda: _dynamodb_client(settings)),
         events=EventBridgeBus(settings.event_bus, lambda: _events_client(settings)),
         config=ServiceConfig(
@@ -221,22 +246,21 @@ class OnFirstUse:
     ) -> PayoutResult | None:
         return self._get().read_notification(headers, body, now)
 
+    def statement(self, day: date) -> list[StatementEntry]:
+        return self._get().statement(day)
+
 
 @functools.cache
 def _channel_credentials(settings: Settings) -> dict[str, dict[str, str]]:
     """The channels' keys, from the stage's Secrets Manager secret, read once per process."""
     import json
 
-    import boto3
-
     from chalicelib.settings import CHANNEL_CREDENTIALS
 
     if not settings.channel_credentials_secret:
         raise RuntimeError("REFUNDS_CHANNEL_CREDENTIALS_SECRET is not set")
-    client = boto3.client(
-        "secretsmanager", region_name=settings.region, endpoint_url=settings.aws_endpoint_url
-    )
-    secret = client.get_secret_value(SecretId=settings.channel_credentials_secret)
+    secrets = _client("secretsmanager", settings)
+    secret = secrets.get_secret_value(SecretId=settings.channel_credentials_secret)
     stored = json.loads(secret["SecretString"])
     missing = [
         f"{channel}.{key}"

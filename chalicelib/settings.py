@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from functools import lru_cache
 
-__all__ = ["LOCAL_STAGE", "Settings", "get_settings"]
+__all__ = ["LOCAL_STAGE", "STAGE_PARAMETER", "Settings", "get_settings", "process_stage"]
 
 LOCAL_STAGE = "local"
+STAGE_PARAMETER = "${Stage}"
+"""The stage as infra/template.yaml names it: one package serves every stage, and each stack
+says which one it is (its `Stage` parameter), so the names packaged carry the parameter."""
 DEFAULT_LOCAL_JWT_SECRET = "local-dev-secret-0123456789abcdef"  # noqa: S105 - the local stage's documented default
 DEFAULT_LOCAL_CHANNEL_SECRET = "local-channel-secret-0123456789abcdef"  # noqa: S105 - API.md's default
 LOCAL_STEP_INTERVAL_SCALE = "0.02"
@@ -79,17 +83,43 @@ class Settings:
     """The local stage's record of the events a consumer of the bus received."""
     channel_credentials_secret: str | None = None
     """Deployed stages: the Secrets Manager secret of the channels' keys."""
+    in_lambda: bool = False
+    """Whether this process is a Lambda function (Lambda sets AWS_LAMBDA_FUNCTION_NAME)."""
+    aws_connect_timeout_seconds: float = 2.0
+    aws_read_timeout_seconds: float = 5.0
+    aws_max_attempts: int = 3
+    """Each AWS call of a deployed stage: connect and read timeouts, and attempts (the first
+    included) in botocore's standard retry mode. botocore's own (60 s, and PynamoDB's 15 s
+    connect, 30 s read) outlive the function, which would then die waiting on one call;
+    ``from_environ`` refuses settings whose worst case does not end within the function's
+    timeout."""
+    cognito_domain: str | None = None
+    """The user pool's hosted UI domain, where the CS console signs agents in."""
+    cognito_client_id: str | None = None
+    """The CS console's app client in the user pool (its callback URL: the console's own)."""
 
     @property
     def is_local(self) -> bool:
         return self.stage == LOCAL_STAGE
+
+    @property
+    def aws_call_budget_seconds(self) -> float:
+        """The longest one AWS call can take: every attempt timing out on connect and read,
+        and the standard retry mode's backoff before each retry (at most 2^(n-1) s before
+        retry n)."""
+        attempts = self.aws_max_attempts
+        per_attempt = self.aws_connect_timeout_seconds + self.aws_read_timeout_seconds
+        return attempts * per_attempt + sum(2**retry for retry in range(attempts - 1))
 
     @classmethod
     def from_environ(cls, env: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if env is None else env)
         stage = env.get("REFUNDS_STAGE", "")
         if not stage:
-            raise RuntimeError("REFUNDS_STAGE is not set (see .chalice/config.json)")
+            raise RuntimeError(
+                "REFUNDS_STAGE is not set (.chalice/config.json sets the local stage's,"
+                " infra/template.yaml a deployed stack's)"
+            )
         local = stage == LOCAL_STAGE
         prefix = env.get("REFUNDS_TABLE_PREFIX", f"refunds-{stage}")
         return cls(
@@ -122,13 +152,29 @@ class Settings:
             ),
             channel_simulator_url=env.get("REFUNDS_CHANNEL_SIMULATOR_URL") or None,
             channel_credentials_secret=env.get("REFUNDS_CHANNEL_CREDENTIALS_SECRET") or None,
+            cognito_domain=env.get("REFUNDS_COGNITO_DOMAIN") or None,
+            cognito_client_id=env.get("REFUNDS_COGNITO_CLIENT_ID") or None,
             abuse_threshold=int(env.get("REFUNDS_ABUSE_THRESHOLD", "10")),
             sku_shards=int(env.get("REFUNDS_STATS_SKU_SHARDS", "8")),
             holidays=_dates(env.get("REFUNDS_EXTRA_HOLIDAYS", "")),
             working_days=_dates(env.get("REFUNDS_EXTRA_WORKING_DAYS", "")),
+            in_lambda=bool(env.get("AWS_LAMBDA_FUNCTION_NAME")),
         )
 
     def __post_init__(self) -> None:
+        if self.is_local and self.in_lambda:
+            # The local stage trusts HS256 tokens signed with a secret that has a public
+            # default (API.md): a function deployed with it would take anyone's token.
+            raise RuntimeError(
+                "the local stage (HS256 tokens, a shared secret) refuses to run in Lambda:"
+                " deployed stages verify RS256 tokens against the issuer's JWKS"
+            )
+        if not self.is_local and self.aws_call_budget_seconds >= self.function_timeout_seconds:
+            raise RuntimeError(
+                f"one AWS call may take {self.aws_call_budget_seconds:g} s with these timeouts"
+                f" and retries, not less than the function's timeout"
+                f" ({self.function_timeout_seconds} s): the function would die waiting on it"
+            )
         if self.idempotency_lease_seconds <= self.function_timeout_seconds:
             raise RuntimeError(
                 f"REFUNDS_IDEMPOTENCY_LEASE_SECONDS ({self.idempotency_lease_seconds}) must be"
@@ -139,6 +185,14 @@ class Settings:
 
 def _dates(text: str) -> frozenset[date]:
     return frozenset(date.fromisoformat(part.strip()) for part in text.split(",") if part.strip())
+
+
+def process_stage(env: Mapping[str, str] | None = None) -> str:
+    """The stage of this process, for the names Chalice needs as literals when the app is
+    imported (its SQS event sources' queues): REFUNDS_STAGE in Lambda and in the local stack;
+    none when `chalice package` imports the app, since a stack names its stage only when it is
+    deployed: the names then carry the template's parameter, which CloudFormation fills in."""
+    return (os.environ if env is None else env).get("REFUNDS_STAGE") or STAGE_PARAMETER
 
 
 @lru_cache(maxsize=1)

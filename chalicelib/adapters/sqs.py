@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from chalicelib.domain.workflow import WORKFLOW, Step
+from chalicelib.settings import process_stage
 
 __all__ = [
     "DEAD_LETTER_RETENTION_SECONDS",
@@ -26,14 +27,17 @@ message in flight is never shown to a second worker while the first may still ru
 DEAD_LETTER_RETENTION_SECONDS = 14 * 24 * 3600
 
 
-def queue_name(step: Step) -> str:
-    """The queue of a step: the same name in ``@app.on_sqs_message``, the template and the
-    local stack (Chalice needs it as a literal at import time)."""
-    return f"{QUEUE_PREFIX}{step.value}"
+def queue_name(step: Step, stage: str | None = None) -> str:
+    """The queue of a step in a stage (``refunds-<stage>-<step>``): the same name in
+    ``@app.on_sqs_message``, the template and the local stack. Chalice needs it as a literal
+    when the app is imported, so the stage defaults to the process's own (``process_stage``):
+    packaged, that is the template's ``${Stage}``, which the event source mapping's ARN, a
+    ``Fn::Sub``, resolves to the stack's stage."""
+    return f"{QUEUE_PREFIX}{stage or process_stage()}-{step.value}"
 
 
-def dead_letter_queue_name(step: Step) -> str:
-    return f"{queue_name(step)}-dlq"
+def dead_letter_queue_name(step: Step, stage: str | None = None) -> str:
+    return f"{queue_name(step, stage)}-dlq"
 
 
 def queue_attributes(step: Step, dead_letter_arn: str) -> dict[str, str]:
@@ -54,10 +58,11 @@ def step_message(step: Step, refund_id: str) -> str:
 
 
 class SqsStepQueue:
-    """Sends step messages; queue URLs are looked up once per process and kept."""
+    """Sends step messages to the stage's queues; their URLs are looked up once per process."""
 
-    def __init__(self, client_factory: Callable[[], Any]) -> None:
+    def __init__(self, client_factory: Callable[[], Any], stage: str) -> None:
         self._client_factory = client_factory
+        self._stage = stage
         self._client: Any = None
         self._urls: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -77,7 +82,7 @@ class SqsStepQueue:
 
     def send(self, step: Step, refund_id: str, delay_seconds: int = 0) -> None:
         self.client.send_message(
-            QueueUrl=self.url(queue_name(step)),
+            QueueUrl=self.url(queue_name(step, self._stage)),
             MessageBody=step_message(step, refund_id),
             DelaySeconds=min(max(delay_seconds, 0), 900),
         )
