@@ -7,6 +7,7 @@ from chalice.app import Chalice
 from chalicelib.api.http import answer_other_methods, request_context
 from chalicelib.api.routes import (
     console,
+    console_page,
     local_stage,
     mobile,
     order_system,
@@ -18,6 +19,6 @@ from chalicelib.api.routes import (
 # Powertools writes the logs (JSON, request id on every line); Chalice adds no plain copy.
 app = Chalice(app_name="refunds", configure_logs=False)
 app.register_middleware(request_context, "http")
-for routes in (public, order_system, mobile, console, webhooks, local_stage, workers):
+for routes in (public, order_system, mobile, console, console_page, webhooks, local_stage, workers):
     app.register_blueprint(routes.blueprint)
 answer_other_methods(app)
