@@ -5,8 +5,10 @@ AWS calls per request, and the median split of the server's time between the pro
 code and waiting on AWS. The floors are bare Chalice routes doing one DynamoDB GetItem or
 PutItem, served by the same local server against the same moto server. Then the same routes
 with 10,000 refunds stored instead of 100, and `import app` beside `import boto3`. Between the
-two, the full lifecycle of refunds from create to paid (bench/lifecycle.py), while the table
-is still small: moto's Query, which the automatic check makes, walks the whole table.
+two, the full lifecycle of refunds from create to paid (bench/lifecycle.py), and the load run
+(bench/load.py: 32 clients for 60 s, with its verdicts on 5xx answers and on refunds lost or
+paid twice), while the table is still small: moto's Query, which the automatic check makes,
+walks the whole table. ``python -m bench load [SECONDS]`` runs the load run alone.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from infra.local.tokens import LOCAL_DEFAULT_SECRET, mint_token
 
 from .events import EventFigures, measure_events, print_events
 from .lifecycle import CallTally, LifecycleRun, print_lifecycle, run_lifecycles, seed_orders
+from .load import load_seconds, print_load, run_load
 from .sweeps import measure_sweeps, print_sweeps
 
 USER = "u-bench"
@@ -388,7 +391,8 @@ def main() -> int:
             measure(SMALL_STORE, orders, refunds)
             lifecycle_stored = len(refunds) + needed
             lifecycles = _lifecycles(stack.api_url, tally)
-            created = needed + sum(len(run.refunds) for run in lifecycles)
+            load = run_load(stack.api_url, load_seconds())
+            created = needed + sum(len(run.refunds) for run in lifecycles) + len(load.refunds)
             orders, _ = bulk_load(needed, 0, "large")
             _, more = bulk_load(0, LARGE_STORE - len(refunds) - created, "filler")
             refunds = [*refunds, *more]
@@ -413,6 +417,7 @@ def main() -> int:
         f"{cold_get:.0f} ms (clients, validators, JWT made on first use)"
     )
     print_lifecycle(lifecycles, lifecycle_stored)
+    print_load(load)
     print_sweeps(sweep_figures)
     print_events(event_figures)
     return 0
@@ -434,5 +439,23 @@ def _events(api: str, tally: CallTally) -> EventFigures:
     return figures
 
 
+def load_only(argv: list[str]) -> int:
+    """``python -m bench load [SECONDS]``: the load run alone, on a stack of its own."""
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+    seconds = load_seconds(argv[0] if argv else None)
+    stack = LocalStack(port=_free_port())
+    stack.start()
+    try:
+        from chalicelib import bootstrap
+
+        # As in the whole bench: the bus's consumer stands for the rest of the platform.
+        detach_consumer(bootstrap.get_ports().events.client, get_settings().event_bus)  # type: ignore[attr-defined]
+        figures = run_load(stack.api_url, seconds)
+    finally:
+        stack.stop()
+    print_load(figures)
+    return 0
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(load_only(sys.argv[2:]) if sys.argv[1:2] == ["load"] else main())

@@ -7,6 +7,9 @@ emulator's one-at-a-time lock, DESIGN.md field notes), builds the records Lambda
 eventSourceARN), calls the handler as Lambda does, deletes what succeeded, and leaves the
 ``batchItemFailures`` to their visibility timeout and the queue's redrive policy. It sleeps
 when idle and is woken when the emulator applies a send, a visibility change or an upload.
+A :class:`~infra.local.faults.FaultPlan` may disturb its deliveries: a message handed twice
+(to a second invocation at the same time), a batch reversed, an invocation killed mid-step
+(nothing deleted, as after a crash on Lambda).
 Schedules call their handler with a CloudWatch scheduled event at their rate, its ``time``
 read from the business clock, as a moved clock would make EventBridge's.
 """
@@ -24,6 +27,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from chalice.app import ScheduledEventConfig, SQSEventConfig
+
+from .faults import FaultPlan, WorkerKilled
 
 __all__ = [
     "LambdaContext",
@@ -127,9 +132,18 @@ class _Poller:
 class SqsPoller(_Poller):
     """Lambda's SQS event source mapping for one handler."""
 
-    def __init__(self, app: Any, source: SQSEventConfig, sqs: Any, wakeup: Wakeup) -> None:
+    def __init__(
+        self,
+        app: Any,
+        source: SQSEventConfig,
+        sqs: Any,
+        wakeup: Wakeup,
+        faults: FaultPlan | None = None,
+    ) -> None:
         super().__init__(wakeup, source.queue)
         self.name = f"sqs:{source.queue}"
+        self._queue = source.queue or ""
+        self._faults = faults or FaultPlan()
         self._handler = app.handler_map[source.name]
         self._function = source.name
         self._batch_size = source.batch_size
@@ -152,15 +166,22 @@ class SqsPoller(_Poller):
         messages = answer.get("Messages", [])
         if not messages:
             return 0
-        event = {"Records": [self._record(message) for message in messages]}
-        context = LambdaContext(self._function, str(uuid.uuid4()), time.monotonic())
-        try:
-            result = self._handler(event, context) or {}
-            failed = {item["itemIdentifier"] for item in result.get("batchItemFailures", [])}
-        except Exception:
-            # An unhandled error fails the whole batch, as on Lambda.
-            log.exception("handler failed its whole batch", extra={"function": self._function})
-            failed = {message["MessageId"] for message in messages}
+        delivery = self._faults.deliver(self._queue, messages)
+        again = None
+        if delivery.again:
+            # A duplicate delivery, to another instance at the same time. What it reports is
+            # not used: its messages are this batch's, deleted as this batch's invocation says.
+            again = threading.Thread(
+                target=self._invoke, args=(delivery.again, None), name=f"{self.name}:again"
+            )
+            again.start()
+        failed = self._invoke(delivery.batch, delivery.kill_after)
+        if again is not None:
+            again.join()
+        if failed is None:
+            # Killed: nothing deleted; the batch shows again after its visibility timeout.
+            self._faults.after_kill(self._sqs, self._url, messages)
+            return len(messages)
         done = [m for m in messages if m["MessageId"] not in failed]
         if done:
             self._sqs.delete_message_batch(
@@ -170,6 +191,26 @@ class SqsPoller(_Poller):
                 ],
             )
         return len(messages)
+
+    def _invoke(self, messages: list[dict[str, Any]], kill_after: int | None) -> set[str] | None:
+        """Call the function as Lambda does; the ids of the messages it did not finish, or
+        None if the invocation was killed."""
+        event = {"Records": [self._record(message) for message in messages]}
+        context = LambdaContext(self._function, str(uuid.uuid4()), time.monotonic())
+        try:
+            with self._faults.invocation(kill_after):
+                result = self._handler(event, context) or {}
+        except WorkerKilled as killed:
+            log.warning(
+                "worker killed (fault injection)",
+                extra={"function": self._function, "fault": str(killed)},
+            )
+            return None
+        except Exception:
+            # An unhandled error fails the whole batch, as on Lambda.
+            log.exception("handler failed its whole batch", extra={"function": self._function})
+            return {message["MessageId"] for message in messages}
+        return {item["itemIdentifier"] for item in result.get("batchItemFailures", [])}
 
     def _record(self, message: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -333,14 +374,19 @@ class Schedule:
 
 
 def event_source_services(
-    app: Any, sqs: Any, wakeup: Wakeup, now: Callable[[], datetime]
+    app: Any,
+    sqs: Any,
+    wakeup: Wakeup,
+    now: Callable[[], datetime],
+    faults: FaultPlan | None = None,
 ) -> list[SqsPoller | Schedule]:
-    """A poller for every SQS handler and a timer for every schedule of ``app``, whose
-    events carry ``now`` (the business clock) as their time."""
+    """A poller for every SQS handler (its deliveries disturbed as ``faults`` says) and a
+    timer for every schedule of ``app``, whose events carry ``now`` (the business clock) as
+    their time."""
     services: list[SqsPoller | Schedule] = []
     for source in app.event_sources:
         if isinstance(source, SQSEventConfig):
-            services.append(SqsPoller(app, source, sqs, wakeup))
+            services.append(SqsPoller(app, source, sqs, wakeup, faults))
         elif isinstance(source, ScheduledEventConfig):
             services.append(Schedule(app, source, now))
     return services

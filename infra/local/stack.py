@@ -15,9 +15,11 @@ import io
 import json
 import logging
 import os
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import HTTPServer
 from socketserver import ThreadingMixIn
 from typing import Any, Protocol
@@ -33,6 +35,9 @@ from chalice.local import (
 from .channel_simulator import ChannelSimulator
 from .event_consumer import CONSUMER_QUEUE, EventConsumer, create_event_route
 from .event_sources import StreamPoller, Wakeup, event_source_services
+from .faults import FaultPlan
+from .upload_policy import respond as respond_refusal
+from .upload_policy import screen as screen_upload
 
 __all__ = [
     "LocalStack",
@@ -48,7 +53,9 @@ LOCAL_CREDENTIALS = {
     "AWS_DEFAULT_REGION": "us-east-1",
 }
 LISTEN_BACKLOG = 128
-MAX_CHUNKED_BODY = 1024 * 1024
+MAX_KEPT_BODY = 1024 * 1024
+READ_PIECE = 64 * 1024
+MAX_LINE = 65536
 
 
 class StackService(Protocol):
@@ -61,57 +68,137 @@ class StackService(Protocol):
     def stop(self) -> None: ...
 
 
+class _ShortBody(Exception):
+    """The client stopped sending before the end of the body its framing announced."""
+
+
 class _RequestHandler(ChaliceRequestHandler):
-    """Chalice's local handler, made to behave like the deployed API Gateway in front of it."""
+    """Chalice's local handler, made to behave like the deployed API Gateway in front of it.
+
+    Every answer is in the envelope with an ``X-Request-Id``, http.server's own included;
+    every method reaches the app; a body is dispatched only once it has fully arrived; a HEAD
+    answer has no body; raw UTF-8 in a request target reads as its percent-encoded form.
+    """
 
     # Chalice writes headers and body apart: with Nagle on, every keep-alive reply waits
     # ~40 ms for the client's delayed ACK (DESIGN.md, field notes).
     disable_nagle_algorithm = True
+    path: str
 
     def log_message(self, format: str, *args: Any) -> None:
         """The app logs every request as JSON with its request id; no second, plain line."""
 
+    def parse_request(self) -> bool:
+        # http.server decodes the request line as Latin-1, so raw UTF-8 bytes in a path would
+        # reach the app as other characters. A client should have percent-encoded them (RFC
+        # 3986): do it here, and the app reads the same text either way.
+        if not super().parse_request():
+            return False
+        self.path = _percent_encode_raw_bytes(self.path)
+        return True
+
+    def __getattr__(self, name: str) -> Any:
+        # http.server answers a method it finds no do_<METHOD> for (TRACE, QUERY, ...) with a
+        # 501 page; they go to the app instead, which answers them as any method a path does
+        # not serve: 405 with the path's Allow, or 404 where no route is.
+        if name.startswith("do_"):
+            return self._handle
+        raise AttributeError(name)
+
     def _parse_payload(self) -> tuple[dict[str, Any], bytes | None]:
-        headers, body = super()._parse_payload()
-        if body is None and "chunked" in self.headers.get("transfer-encoding", "").lower():
-            body = self._read_chunked()
-        return headers, body
+        headers = dict(self.headers)
+        if "chunked" in self.headers.get("transfer-encoding", "").lower():
+            return headers, _kept(self._read_chunks())
+        length = int(self.headers.get("content-length", "0"))
+        if length < 0:
+            raise ValueError("a negative Content-Length")
+        return headers, _kept(self._read_exactly(length)) if length else None
 
     def _handle(self) -> None:
         try:
             self._generic_handle()
         except ValueError:
-            # A Content-Length or chunk size that is not a number: the framing is broken, so
+            # A Content-Length or chunk size that is not a size: the framing is broken, so
             # answer and close rather than guess where the next request starts.
             self.close_connection = True
             self._send_envelope(400, "invalid_request", "malformed request framing")
+        except _ShortBody:
+            # Nothing is dispatched: a part of a body is not the body. If the client hung up
+            # for good, this answer fails to go out, and _Server drops it quietly.
+            self.close_connection = True
+            self._send_envelope(
+                400, "invalid_request", "the body ended before the length its framing announced"
+            )
 
     do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = do_PATCH = do_OPTIONS = _handle
 
-    def _send_envelope(self, status: int, code: str, message: str) -> None:
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own refusals, in the envelope like every other answer.
+
+        They come before the app, where API Gateway's own answers come when deployed (and are
+        mapped to the envelope there too): a request line over 64 KiB is 414, a header line
+        over 64 KiB or more than 100 headers is 431, an unreadable request line 400, an HTTP
+        version it does not speak 505. They keep those statuses, which say what to shorten,
+        with the code ``invalid_request`` (API.md: a request the API cannot take as sent).
+        The connection closes after them, and the request id is always a new one, since the
+        request's headers were not read.
+        """
+        self.close_connection = True
+        # An unreadable request line leaves http.server's HTTP/0.9 default, which would send
+        # the body alone; API Gateway speaks no HTTP/0.9, so the answer has its status line.
+        self.request_version = self.protocol_version
+        phrase = self.responses.get(code, ("",))[0]
+        self._send_envelope(code, "invalid_request", message or phrase, caller_request_id="")
+
+    def _send_envelope(
+        self, status: int, code: str, message: str, caller_request_id: str | None = None
+    ) -> None:
         from chalicelib.api.errors import envelope
         from chalicelib.api.http import JSON, json_text, request_id_for
 
-        headers = {
-            "Content-Type": JSON,
-            "X-Request-Id": request_id_for(self.headers.get("x-request-id", "")),
-        }
+        if caller_request_id is None:
+            caller_request_id = self.headers.get("x-request-id", "")
+        headers = {"Content-Type": JSON, "X-Request-Id": request_id_for(caller_request_id)}
+        if self.close_connection:
+            headers["Connection"] = "close"
         self._send_http_response(status, headers, json_text(envelope(code, message)))
 
-    def _read_chunked(self) -> bytes:
-        """A chunked body, read up to a bound (the app answers 413 past 64 KiB anyway)."""
-        parts: list[bytes] = []
-        total = 0
+    def _send_http_response(
+        self, code: int, headers: dict[str, Any], body: str | bytes | None
+    ) -> None:
+        if self.command != "HEAD":
+            super()._send_http_response(code, headers, body)
+            return
+        # A HEAD answer has no body, and may give a Content-Length only if it is GET's
+        # (RFC 9110, 9.3.2, 8.6): no route here serves HEAD, so its 405 or 404 gives none.
+        self.send_response(code)
+        self._send_headers({k: v for k, v in headers.items() if k.lower() != "content-length"})
+
+    def _read_exactly(self, length: int) -> Iterator[bytes]:
+        """``length`` bytes of the body, in pieces (no allocation of a claimed length)."""
+        while length > 0:
+            piece = self.rfile.read(min(length, READ_PIECE))
+            if not piece:
+                raise _ShortBody
+            length -= len(piece)
+            yield piece
+
+    def _read_chunks(self) -> Iterator[bytes]:
+        """A chunked body's data, chunk after chunk, up to its last (empty) chunk."""
         while True:
-            size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+            line = self.rfile.readline(MAX_LINE + 1)
+            if not line:
+                raise _ShortBody
+            if len(line) > MAX_LINE:
+                raise ValueError("a chunk size line too long")
+            size = int(line.split(b";")[0].strip(), 16)
+            if size < 0:
+                raise ValueError("a negative chunk size")
             if size == 0:
-                self.rfile.readline()
-                return b"".join(parts)
-            chunk = self.rfile.read(size)
-            self.rfile.readline()
-            total += size
-            if total <= MAX_CHUNKED_BODY:
-                parts.append(chunk)
+                self.rfile.readline(MAX_LINE)  # the end of the (ignored) trailer
+                return
+            yield from self._read_exactly(size)
+            self.rfile.readline(MAX_LINE)
 
     def _send_error_response(self, error: LocalGatewayException) -> None:
         # The local gateway answers an unknown route itself, like API Gateway's "Missing
@@ -119,11 +206,41 @@ class _RequestHandler(ChaliceRequestHandler):
         self._send_envelope(404, "not_found", f"no route {self.command} {self.path}")
 
 
+def _kept(pieces: Iterator[bytes]) -> bytes:
+    """A body read to its end, kept up to a bound (the app answers 413 past 64 KiB anyway):
+    the rest is read and dropped, so the next request on the connection starts where it
+    should."""
+    kept: list[bytes] = []
+    total = 0
+    for piece in pieces:
+        if total < MAX_KEPT_BODY:
+            kept.append(piece)
+        total += len(piece)
+    return b"".join(kept)
+
+
+_TARGET_SAFE = frozenset(range(0x21, 0x7F))
+
+
+def _percent_encode_raw_bytes(target: str) -> str:
+    """A request target read as Latin-1, with every byte outside printable ASCII (raw UTF-8)
+    percent-encoded; escapes already there are left as they are."""
+    return "".join(
+        chr(byte) if byte in _TARGET_SAFE else f"%{byte:02X}" for byte in target.encode("latin-1")
+    )
+
+
 class _Server(ThreadingMixIn, HTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     # socketserver's default backlog of 5 resets connections under a few dozen clients.
     request_queue_size = LISTEN_BACKLOG
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hangs up mid-request is not a fault: no traceback for it."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
 
 @dataclass
@@ -236,6 +353,18 @@ def _tables_written(target: str | None, body: dict[str, Any]) -> set[str] | None
     return {str(table)} if table else None
 
 
+def _app_signing_secret(access_key: str) -> str | None:
+    """The secret of ``access_key`` if the app's boto3 signs with it: the environment's pair,
+    which LocalStack sets to LOCAL_CREDENTIALS unless others are given."""
+    if access_key != os.environ.get("AWS_ACCESS_KEY_ID"):
+        return None
+    return os.environ.get("AWS_SECRET_ACCESS_KEY")
+
+
+def _wall_now() -> datetime:
+    return datetime.now(UTC)
+
+
 class _Emulator:
     """moto's server, answering one request at a time.
 
@@ -244,9 +373,13 @@ class _Emulator:
     by three refunds in 3 rounds out of 10 with 8 threads). Serialising the requests gives the
     local stack DynamoDB's guarantee, which E4 rests on. After a request that may have queued
     a message, it wakes the pollers (19 ms from send to handler, instead of an idle tick).
+    A form upload (presigned POST) is first checked as S3 checks it, and refused with S3's
+    own answer before moto can store it (upload_policy).
     """
 
-    def __init__(self, host: str, port: int, wakeup: Wakeup, table_wakeup: Wakeup) -> None:
+    def __init__(
+        self, host: str, port: int, wakeup: Wakeup, table_wakeup: Wakeup, faults: FaultPlan
+    ) -> None:
         from moto.moto_server.werkzeug_app import (
             DomainDispatcherApplication,
             MotoRequestHandler,
@@ -260,6 +393,10 @@ class _Emulator:
         def one_at_a_time(environ: dict[str, Any], start_response: Any) -> Any:
             target = environ.get("HTTP_X_AMZ_TARGET")
             body = _read_json_body(environ) if target else {}
+            # moto enforces no presigned POST policy: S3's checks run first (upload_policy).
+            refusal = screen_upload(environ, _app_signing_secret, _wall_now())
+            if refusal is not None:
+                return respond_refusal(refusal, start_response)
             with lock:
                 answer = backend(environ, start_response)
             if _may_queue_a_message(environ):
@@ -268,8 +405,13 @@ class _Emulator:
                 table_wakeup.ring(_tables_written(target, body))
             return answer
 
+        # In front of it all, the faults a test or REFUNDS_LOCAL_FAULTS asks for (faults.py).
         self.server = make_server(
-            host, port, one_at_a_time, threaded=True, request_handler=MotoRequestHandler
+            host,
+            port,
+            faults.wsgi(one_at_a_time),
+            threaded=True,
+            request_handler=MotoRequestHandler,
         )
         self.thread = threading.Thread(
             target=self.server.serve_forever, name="aws-emulator", daemon=True
@@ -303,6 +445,8 @@ class LocalStack:
     _moto: _Emulator | None = None
     _wakeup: Wakeup = field(default_factory=Wakeup)
     _table_wakeup: Wakeup = field(default_factory=Wakeup)
+    faults: FaultPlan = field(default_factory=FaultPlan.from_environ)
+    """What goes wrong, and how often (faults.py); tests configure it while the stack runs."""
 
     def start(self) -> None:
         """Start everything, or, if any part fails (a port in use), stop what had started."""
@@ -314,7 +458,10 @@ class LocalStack:
 
     def _start(self) -> None:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
-        self._moto = _Emulator(self.host, self.moto_port, self._wakeup, self._table_wakeup)
+        _forget_emulated_aws()
+        self._moto = _Emulator(
+            self.host, self.moto_port, self._wakeup, self._table_wakeup, self.faults
+        )
         self._moto.start()
         self.aws_endpoint = self._moto.url
         for name, value in LOCAL_CREDENTIALS.items():
@@ -366,7 +513,7 @@ class LocalStack:
         business_now = ports.clock.now
         self.services[0:0] = [
             api,
-            *event_source_services(app, sqs, self._wakeup, business_now),
+            *event_source_services(app, sqs, self._wakeup, business_now, self.faults),
             *_stream_consumers(app, settings, self._table_wakeup),
             EventConsumer(
                 sqs,
@@ -382,6 +529,7 @@ class LocalStack:
             except BaseException:
                 del self.services[index:]  # stop() then stops only what had started
                 raise
+        self.faults.attach(ports, simulator.url)
 
     def stop(self) -> None:
         for service in reversed(self.services):
@@ -390,6 +538,15 @@ class LocalStack:
         if self._moto:
             self._moto.stop()
             self._moto = None
+            _forget_emulated_aws()
+
+
+def _forget_emulated_aws() -> None:
+    """moto keeps what it emulates per process: a stack starts from an empty AWS, and leaves
+    none of its tables, bus or queues to the next stack of the same process (tests)."""
+    from moto.core.base_backend import BackendDict
+
+    BackendDict.reset()
 
 
 def create_step_queues(sqs: Any) -> None:

@@ -698,6 +698,13 @@ def test_prod_stage_leaves_the_role_and_deploy_settings_to_the_template(
     }.items():
         assert globals_env[variable] == {"Ref": parameter}
         assert "Default" not in template["Parameters"][parameter]
+    # The console's hosted sign-in is optional: without it, it says sign-in is not configured.
+    for variable, parameter in {
+        "REFUNDS_COGNITO_DOMAIN": "CognitoDomain",
+        "REFUNDS_COGNITO_CLIENT_ID": "CognitoClientId",
+    }.items():
+        assert globals_env[variable] == {"Ref": parameter}
+        assert template["Parameters"][parameter]["Default"] == ""
 
 
 # --- API Gateway --------------------------------------------------------------------------
