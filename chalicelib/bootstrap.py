@@ -310,11 +310,15 @@ def get_verifier() -> TokenVerifier:
 
 
 def install(ports: Ports | None = None, verifier: TokenVerifier | None = None) -> None:
-    """Replace the wiring (tests, the local stack); None means: build again on next use."""
+    """Replace the wiring (tests, the local stack); None means: build again on next use. The
+    local stage's holds on its simulator and its event record go with it: a new wiring may
+    come with another local stack."""
     global _ports, _verifier
     with _lock:
         _ports = ports
         _verifier = verifier
+    get_simulator_control.cache_clear()
+    get_event_log.cache_clear()
 
 
 @functools.cache

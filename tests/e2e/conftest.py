@@ -28,7 +28,6 @@ def _forget_process_wiring() -> None:
     from chalicelib.settings import get_settings
 
     get_settings.cache_clear()
-    bootstrap.get_simulator_control.cache_clear()
     bootstrap.install(None, None)
 
 
