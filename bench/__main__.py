@@ -29,7 +29,7 @@ from typing import Any
 import requests
 from chalice.app import Chalice, Request, Response
 
-from chalicelib.settings import get_settings
+from chalicelib.settings import LOCAL_STAGE, get_settings
 from infra.local.event_consumer import detach_consumer
 from infra.local.stack import LocalStack, make_http_service
 from infra.local.tokens import LOCAL_DEFAULT_SECRET, mint_token
@@ -186,7 +186,7 @@ def _seed(ports: Any, orders: int, refunds: int, tag: str) -> tuple[list[str], l
         Refund,
         RefundStatus,
     )
-    from chalicelib.settings import get_settings
+    from chalicelib.settings import LOCAL_STAGE, get_settings
 
     now = ports.clock.now()
 
@@ -344,6 +344,8 @@ def _lifecycles(api: str, tally: CallTally) -> list[LifecycleRun]:
 
 def main() -> int:
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+    # The app names its queues for its stage when it is imported, here before the stack starts.
+    os.environ["REFUNDS_STAGE"] = LOCAL_STAGE
     from app import app
     from chalicelib import bootstrap
     from chalicelib.adapters.dynamodb import MODELS
