@@ -186,7 +186,7 @@ def _seed(ports: Any, orders: int, refunds: int, tag: str) -> tuple[list[str], l
         Refund,
         RefundStatus,
     )
-    from chalicelib.settings import LOCAL_STAGE, get_settings
+    from chalicelib.settings import get_settings
 
     now = ports.clock.now()
 

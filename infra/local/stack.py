@@ -508,6 +508,7 @@ class LocalStack:
 
         from app import app
 
+        _check_local_queues(app)
         api = make_http_service(app, self.host, self.port)
         self.api_url = api.url
         business_now = ports.clock.now
@@ -539,6 +540,24 @@ class LocalStack:
             self._moto.stop()
             self._moto = None
             _forget_emulated_aws()
+
+
+def _check_local_queues(app: Any) -> None:
+    """The app names its SQS handlers' queues for its stage when it is imported: imported
+    before the local stage was set, it would poll queues that do not exist."""
+    from chalice.app import SQSEventConfig
+
+    from chalicelib.adapters.sqs import queue_name
+    from chalicelib.domain.workflow import Step
+    from chalicelib.settings import LOCAL_STAGE
+
+    local = {queue_name(step, LOCAL_STAGE) for step in Step}
+    queues = {str(s.queue) for s in app.event_sources if isinstance(s, SQSEventConfig)}
+    if not queues <= local:
+        raise RuntimeError(
+            f"the app was imported for another stage (its queues: {sorted(queues - local)});"
+            " set REFUNDS_STAGE=local before importing it, or import it after the stack starts"
+        )
 
 
 def _forget_emulated_aws() -> None:
