@@ -8,23 +8,18 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from chalicelib.adapters.clients import OnFirstUseClient
+
 __all__ = ["EVENT_LOG_KEY", "LocalEventLog"]
 
 EVENT_LOG_KEY = ("refund_id", "received")
 """The table's hash and range keys: the refund, and when the consumer received the event."""
 
 
-class LocalEventLog:
+class LocalEventLog(OnFirstUseClient):
     def __init__(self, table: str, client_factory: Callable[[], Any]) -> None:
         self._table = table
-        self._client_factory = client_factory
-        self._client: Any = None
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = self._client_factory()
-        return self._client
+        super().__init__(client_factory)
 
     def for_refund(self, refund_id: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []

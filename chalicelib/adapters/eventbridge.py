@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
+from chalicelib.adapters.clients import OnFirstUseClient
 from chalicelib.domain.events import SOURCE, RefundEvent
 
 __all__ = ["EventBridgeBus", "event_detail"]
@@ -23,17 +24,10 @@ def event_detail(event: RefundEvent) -> dict[str, Any]:
     return detail
 
 
-class EventBridgeBus:
+class EventBridgeBus(OnFirstUseClient):
     def __init__(self, bus: str, client_factory: Callable[[], Any]) -> None:
         self._bus = bus
-        self._client_factory = client_factory
-        self._client: Any = None
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = self._client_factory()
-        return self._client
+        super().__init__(client_factory)
 
     def publish(self, events: list[RefundEvent]) -> None:
         for start in range(0, len(events), ENTRIES_PER_CALL):

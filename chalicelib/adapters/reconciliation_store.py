@@ -14,6 +14,7 @@ from collections.abc import Callable
 from datetime import date, datetime
 from typing import Any
 
+from chalicelib.adapters.clients import OnFirstUseClient
 from chalicelib.domain.reconciliation import (
     ChannelReconciliation,
     Mismatch,
@@ -30,17 +31,10 @@ def _key(day: date) -> dict[str, str]:
     return {"S": f"reconciliation#{day.isoformat()}"}
 
 
-class DynamoReconciliationStore:
+class DynamoReconciliationStore(OnFirstUseClient):
     def __init__(self, table: str, client_factory: Callable[[], Any]) -> None:
         self._table = table
-        self._client_factory = client_factory
-        self._client: Any = None
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = self._client_factory()
-        return self._client
+        super().__init__(client_factory)
 
     def record(self, run: Reconciliation) -> None:
         self.client.put_item(

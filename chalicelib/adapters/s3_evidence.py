@@ -6,6 +6,7 @@ import re
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from chalicelib.adapters.clients import OnFirstUseClient
 from chalicelib.domain.evidence import HEAD_BYTES
 from chalicelib.service.ports import PresignedUpload, StoredObject
 
@@ -17,7 +18,7 @@ __all__ = ["S3EvidenceStore"]
 _TOTAL_SIZE = re.compile(r"/(\d+)$")
 
 
-class S3EvidenceStore:
+class S3EvidenceStore(OnFirstUseClient):
     """Evidence objects in one private bucket; the S3 client is made on first use."""
 
     def __init__(
@@ -27,15 +28,8 @@ class S3EvidenceStore:
         wall_now: Callable[[], datetime],
     ) -> None:
         self._bucket = bucket
-        self._client_factory = client_factory
+        super().__init__(client_factory)
         self._wall_now = wall_now
-        self._client: Any = None
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = self._client_factory()
-        return self._client
 
     def presign_upload(
         self, key: str, content_type: str, max_size: int, expires_at: datetime

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from chalicelib.adapters.clients import OnFirstUseClient
 from chalicelib.domain.workflow import WORKFLOW, Step
 from chalicelib.settings import process_stage
 
@@ -57,21 +58,14 @@ def step_message(step: Step, refund_id: str) -> str:
     return json.dumps({"step": step.value, "refund_id": refund_id}, separators=(",", ":"))
 
 
-class SqsStepQueue:
+class SqsStepQueue(OnFirstUseClient):
     """Sends step messages to the stage's queues; their URLs are looked up once per process."""
 
     def __init__(self, client_factory: Callable[[], Any], stage: str) -> None:
-        self._client_factory = client_factory
+        super().__init__(client_factory)
         self._stage = stage
-        self._client: Any = None
         self._urls: dict[str, str] = {}
         self._lock = threading.Lock()
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = self._client_factory()
-        return self._client
 
     def url(self, name: str) -> str:
         if name not in self._urls:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from datetime import date, timedelta
 from typing import Any
 
+from chalicelib.adapters.clients import OnFirstUseClient
 from chalicelib.domain.stats import Contribution
 from chalicelib.service.ports import CounterChange
 
@@ -36,17 +37,10 @@ def sequence_key(sequence_number: str) -> str:
     return sequence_number.zfill(SEQUENCE_DIGITS)
 
 
-class DynamoStatsStore:
+class DynamoStatsStore(OnFirstUseClient):
     def __init__(self, table: str, client_factory: Callable[[], Any]) -> None:
         self._table = table
-        self._client_factory = client_factory
-        self._client: Any = None
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = self._client_factory()
-        return self._client
+        super().__init__(client_factory)
 
     def apply(self, change: CounterChange) -> bool:
         """Apply one stream record's counters once; False if it was applied before."""
