@@ -41,6 +41,7 @@ def main() -> int:
     lines = [f"  {who}: {token}" for who, token in tokens.items()]
     print(
         f"refunds local stack ready: API {stack.api_url}, AWS emulator {stack.aws_endpoint}\n"
+        f"CS console: {stack.api_url}/console (paste the cs-agent or cs-senior token)\n"
         f"demo orders: o-1-card o-1-topup o-1-headset o-1-mug o-1-boost o-1-promo o-1-dup "
         f"(and o-2-* for u-2)\n"
         f"demo tokens ({TOKEN_HOURS} h):\n" + "\n".join(lines),

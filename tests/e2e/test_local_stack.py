@@ -24,6 +24,7 @@ pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 READY = re.compile(r"ready: API (\S+), AWS emulator (\S+)")
+CONSOLE = re.compile(r"^CS console: (\S+) ")
 TOKEN = re.compile(r"^\s+(.+?): (\S+)$")
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 200
 PDF = b"%PDF-1.7\n" + b"0" * 300
@@ -34,6 +35,7 @@ class Stack:
     api: str
     tokens: dict[str, str]
     process: subprocess.Popen[str]
+    console: str
 
     def headers(self, who: str, **extra: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[who]}", **extra}
@@ -52,7 +54,7 @@ def stack() -> Iterator[Stack]:
         text=True,
     )
     assert process.stdout is not None
-    api, tokens = "", {}
+    api, console, tokens = "", "", {}
     lines: list[str] = []
     timer = threading.Timer(60, process.kill)
     timer.start()
@@ -60,6 +62,8 @@ def stack() -> Iterator[Stack]:
         lines.append(line)
         if match := READY.search(line):
             api = match.group(1)
+        elif shown := CONSOLE.match(line):
+            console = shown.group(1)
         elif api and (token := TOKEN.match(line)):
             tokens[token.group(1)] = token.group(2)
             if "order-service" in tokens:  # the last of the demo tokens
@@ -68,7 +72,7 @@ def stack() -> Iterator[Stack]:
     assert api, "the stack never became ready:\n" + "".join(lines)
     assert len(tokens) == 5, "the ready line lacks the demo tokens:\n" + "".join(lines)
     threading.Thread(target=process.stdout.read, daemon=True).start()
-    yield Stack(api, tokens, process)
+    yield Stack(api, tokens, process, console)
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=20)
@@ -173,6 +177,13 @@ def test_an_upload_that_lies_about_its_type_does_not_count(stack: Stack) -> None
     refund = requests.get(f"{api}/refunds/{created['refund_id']}", headers=user, timeout=10).json()
     assert refund["evidence"][0]["uploaded"] is False
     assert "application/pdf" in refund["evidence"][0]["problem"]
+
+
+def test_the_ready_line_shows_where_the_console_is(stack: Stack) -> None:
+    page = requests.get(stack.console, timeout=10)
+    assert page.status_code == 200
+    assert page.headers["Content-Type"].startswith("text/html")
+    assert stack.console == f"{stack.api}/console"
 
 
 def test_unknown_routes_and_methods_answer_in_the_envelope(stack: Stack) -> None:
