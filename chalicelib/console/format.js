@@ -25,29 +25,21 @@ export function yuanText(fen) {
   return `${Math.trunc(fen / 100)}.${String(fen % 100).padStart(2, "0")}`;
 }
 
-export function time(iso) {
+const MINUTE = { month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", hour12: false };
+
+function dated(iso, fields) {
   if (!iso) return "—";
-  return new Intl.DateTimeFormat(locale(), {
-    timeZone: ZONE,
-    year: "numeric",
-    month: "2-digit",
-    day: "2-digit",
-    hour: "2-digit",
-    minute: "2-digit",
-    hour12: false,
-  }).format(new Date(iso));
+  return new Intl.DateTimeFormat(locale(), { timeZone: ZONE, ...fields }).format(new Date(iso));
 }
 
+/** A time to the minute, with its year. */
+export function time(iso) {
+  return dated(iso, { year: "numeric", ...MINUTE });
+}
+
+/** A time to the minute, within the year: queue rows and step tables. */
 export function shortTime(iso) {
-  if (!iso) return "—";
-  return new Intl.DateTimeFormat(locale(), {
-    timeZone: ZONE,
-    month: "2-digit",
-    day: "2-digit",
-    hour: "2-digit",
-    minute: "2-digit",
-    hour12: false,
-  }).format(new Date(iso));
+  return dated(iso, MINUTE);
 }
 
 export function clock(date) {

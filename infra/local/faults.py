@@ -56,6 +56,7 @@ __all__ = [
     "Delivery",
     "FaultPlan",
     "WorkerKilled",
+    "read_json_body",
 ]
 
 ENVIRONMENT_VARIABLE = "REFUNDS_LOCAL_FAULTS"
@@ -366,7 +367,7 @@ class FaultPlan:
             service = _SERVICES.get(prefix)
             if service is None:
                 return app(environ, start_response)
-            rule = self._draw(service, operation, _tables_named(_request_json(environ)))
+            rule = self._draw(service, operation, _tables_named(read_json_body(environ)))
             if rule is None:
                 return app(environ, start_response)
             if rule.kind == "throttle":
@@ -475,8 +476,9 @@ class FaultPlan:
             self._injected[what] += 1
 
 
-def _request_json(environ: dict[str, Any]) -> dict[str, Any]:
-    """A JSON-protocol request's body, read and put back for the emulator; {} if not JSON."""
+def read_json_body(environ: dict[str, Any]) -> dict[str, Any]:
+    """A JSON-protocol request's body (SQS, DynamoDB, EventBridge), read and put back for the
+    emulator; {} if it is not one."""
     length = int(environ.get("CONTENT_LENGTH") or 0)
     raw = environ["wsgi.input"].read(length) if length else b""
     environ["wsgi.input"] = io.BytesIO(raw)

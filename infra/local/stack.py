@@ -11,8 +11,6 @@ are further services added to the same list.
 from __future__ import annotations
 
 import functools
-import io
-import json
 import logging
 import os
 import sys
@@ -35,7 +33,7 @@ from chalice.local import (
 from .channel_simulator import ChannelSimulator
 from .event_consumer import CONSUMER_QUEUE, EventConsumer, create_event_route
 from .event_sources import StreamPoller, Wakeup, event_source_services
-from .faults import FaultPlan
+from .faults import FaultPlan, read_json_body
 from .upload_policy import respond as respond_refusal
 from .upload_policy import screen as screen_upload
 
@@ -313,19 +311,6 @@ def _may_queue_a_message(environ: dict[str, Any]) -> bool:
     return environ.get("REQUEST_METHOD") in ("POST", "PUT")
 
 
-def _read_json_body(environ: dict[str, Any]) -> dict[str, Any]:
-    """A JSON-protocol request's body (SQS, DynamoDB, EventBridge), read and put back for
-    moto; {} if it is not one."""
-    length = int(environ.get("CONTENT_LENGTH") or 0)
-    raw = environ["wsgi.input"].read(length) if length else b""
-    environ["wsgi.input"] = io.BytesIO(raw)
-    try:
-        parsed = json.loads(raw or b"{}")
-    except ValueError:
-        return {}
-    return parsed if isinstance(parsed, dict) else {}
-
-
 def _queues_concerned(target: str | None, body: dict[str, Any]) -> set[str] | None:
     """The queues a send, a visibility change, a bus event or an upload may fill (None: all)."""
     from chalicelib.adapters.sqs import queue_name
@@ -392,7 +377,7 @@ class _Emulator:
 
         def one_at_a_time(environ: dict[str, Any], start_response: Any) -> Any:
             target = environ.get("HTTP_X_AMZ_TARGET")
-            body = _read_json_body(environ) if target else {}
+            body = read_json_body(environ) if target else {}
             # moto enforces no presigned POST policy: S3's checks run first (upload_policy).
             refusal = screen_upload(environ, _app_signing_secret, _wall_now())
             if refusal is not None:

@@ -24,13 +24,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import boto3
 import pytest
 import requests
 from botocore.config import Config
 
+from chalicelib.domain.days import shanghai_day
 from chalicelib.service.ports import ServiceConfig
 from infra.local.faults import FaultPlan
 from tests.e2e.conftest import started_stack
@@ -60,7 +60,6 @@ PARTIAL = 8000
 PAID_AT = utc(datetime.now(UTC) - timedelta(days=5))
 """When this run's orders were paid: a day no other order of the module was paid on, so
 that the analytics of that day count exactly this run's orders."""
-SHANGHAI = ZoneInfo("Asia/Shanghai")
 AGENT = Who("agent-chaos-stats", ("cs-agent",))
 CHANNELS = ("alipay", "wechat", "balance")
 
@@ -496,8 +495,8 @@ def test_fifty_refunds_under_every_fault_at_once_are_each_paid_exactly_once(
 
     # AND the analytics counted each order and each refund once (O4), whatever the stream
     # redelivered
-    today = datetime.now(SHANGHAI).date()
-    paid_day = datetime.fromisoformat(PAID_AT).astimezone(SHANGHAI).date()
+    today = shanghai_day(datetime.now(UTC))
+    paid_day = shanghai_day(datetime.fromisoformat(PAID_AT.replace("Z", "+00:00")))
 
     def stats(first: date, last: date) -> dict[str, Any]:
         figures: dict[str, Any] = api.ok("GET", f"/admin/stats?from={first}&to={last}", AGENT)

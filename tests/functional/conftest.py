@@ -206,6 +206,18 @@ def public_api(public_client: Any, contract: Contract) -> Api:
 
 
 @pytest.fixture
+def sqs(aws: Any) -> Any:
+    """The step queues and their dead-letter queues on moto, as the local stack makes them."""
+    import boto3
+
+    from infra.local.stack import create_step_queues
+
+    client = boto3.client("sqs", region_name=aws.settings.region)
+    create_step_queues(client)
+    return client
+
+
+@pytest.fixture
 def user_headers() -> dict[str, str]:
     return bearer(USER)
 

@@ -22,7 +22,7 @@ from chalicelib.adapters.sqs import dead_letter_queue_name, queue_name
 from chalicelib.domain.model import PaymentChannel
 from chalicelib.domain.workflow import Step
 from chalicelib.settings import DEFAULT_LOCAL_CHANNEL_SECRET
-from infra.local.stack import create_step_queues, notify_uploads
+from infra.local.stack import notify_uploads
 from tests.fakes import FakeGateway
 from tests.functional.conftest import Api, Shop
 from tests.support import bearer, order_payload
@@ -37,15 +37,6 @@ WORKERS = {
     Step.VERIFY_EVIDENCE: "verify_evidence_worker",
     Step.ORDER_EVENTS: "order_events_worker",
 }
-
-
-@pytest.fixture
-def sqs(aws: Any) -> Any:
-    import boto3
-
-    client = boto3.client("sqs", region_name=aws.settings.region)
-    create_step_queues(client)
-    return client
 
 
 @pytest.fixture

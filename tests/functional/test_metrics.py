@@ -30,7 +30,6 @@ from chalicelib.domain.reconciliation import (
 )
 from chalicelib.domain.transitions import STATUS_CHANGES, record
 from chalicelib.domain.workflow import WORKFLOW, Step
-from infra.local.stack import create_step_queues
 from tests.functional.conftest import Shop
 from tests.functional.test_analytics import Stream
 from tests.support import as_json, order_payload
@@ -223,15 +222,6 @@ def test_escalations_count_by_level_and_the_breach_once_per_phase_X2(
 # --- step attempts, counted by the SQS workers ---------------------------------------------
 
 WORKERS = {Step.ORDER_EVENTS: "order_events_worker", Step.AUTO_REVIEW: "auto_review_worker"}
-
-
-@pytest.fixture
-def sqs(aws: Any) -> Any:
-    import boto3
-
-    client = boto3.client("sqs", region_name=aws.settings.region)
-    create_step_queues(client)
-    return client
 
 
 @pytest.fixture
